@@ -1,0 +1,128 @@
+"""What autopeft needs to know about a model architecture, in one table.
+
+Each family maps the roles a search space speaks of (query, key, value, attention_output,
+ffn_in, ffn_out) to module names inside one transformer layer, and gives the shape of every
+role from the model config alone, so parameter counts are analytic and builders never branch
+on ``model_type``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autopeft.errors import SpaceError
+
+MATRIX_ROLES = ("query", "key", "value", "attention_output", "ffn_in", "ffn_out")
+
+
+@dataclass(frozen=True)
+class Dimensions:
+    hidden: int
+    intermediate: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+
+
+@dataclass(frozen=True)
+class Architecture:
+    family: str
+    model_types: tuple[str, ...]
+    layer_prefix: str                      # regex prefix of the transformer layers, up to the index
+    matrices: dict[str, tuple[str, ...]]   # role -> Linear module names relative to a layer
+    attention: str                         # self-attention module (prefix, head count)
+    attention_output: str                  # Linear after the heads are merged (LoFiT's intervention point)
+    ffn_input: str                         # module whose input is the FFN's input (parallel adapter input)
+    ffn_output: str                        # Linear whose output is the FFN's output (serial/parallel adapter)
+    layer_norms: tuple[str, ...]           # norms inside a layer
+    norm_has_bias: bool
+    linear_has_bias: bool
+    encoder: bool                          # bidirectional (prefix must not be causal-masked)
+
+    def dims(self, config) -> Dimensions:
+        hidden = config.hidden_size
+        heads = config.num_attention_heads
+        return Dimensions(
+            hidden=hidden,
+            intermediate=config.intermediate_size,
+            num_layers=config.num_hidden_layers,
+            num_heads=heads,
+            num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            head_dim=getattr(config, "head_dim", None) or hidden // heads,
+        )
+
+    def matrix_shapes(self, config) -> dict[str, tuple[tuple[int, int], ...]]:
+        """role -> ((out_features, in_features), ...) for the Linear modules of that role."""
+        d = self.dims(config)
+        attention, kv = d.num_heads * d.head_dim, d.num_kv_heads * d.head_dim
+        ffn_in_count = len(self.matrices["ffn_in"])
+        return {
+            "query": ((attention, d.hidden),),
+            "key": ((kv, d.hidden),),
+            "value": ((kv, d.hidden),),
+            "attention_output": ((d.hidden, attention),),
+            "ffn_in": ((d.intermediate, d.hidden),) * ffn_in_count,
+            "ffn_out": ((d.hidden, d.intermediate),),
+        }
+
+    def module_name(self, layer: int, relative: str) -> str:
+        return f"{self.layer_prefix}.{layer}.{relative}"
+
+
+BERT = Architecture(
+    family="bert",
+    model_types=("bert", "roberta", "xlm-roberta", "electra", "camembert"),
+    layer_prefix="encoder.layer",
+    matrices={
+        "query": ("attention.self.query",),
+        "key": ("attention.self.key",),
+        "value": ("attention.self.value",),
+        "attention_output": ("attention.output.dense",),
+        "ffn_in": ("intermediate.dense",),
+        "ffn_out": ("output.dense",),
+    },
+    attention="attention.self",
+    attention_output="attention.output.dense",
+    ffn_input="intermediate",
+    ffn_output="output.dense",
+    layer_norms=("attention.output.LayerNorm", "output.LayerNorm"),
+    norm_has_bias=True,
+    linear_has_bias=True,
+    encoder=True,
+)
+
+LLAMA = Architecture(
+    family="llama",
+    model_types=("llama", "mistral", "qwen2", "qwen3"),
+    layer_prefix="layers",
+    matrices={
+        "query": ("self_attn.q_proj",),
+        "key": ("self_attn.k_proj",),
+        "value": ("self_attn.v_proj",),
+        "attention_output": ("self_attn.o_proj",),
+        "ffn_in": ("mlp.gate_proj", "mlp.up_proj"),
+        "ffn_out": ("mlp.down_proj",),
+    },
+    attention="self_attn",
+    attention_output="self_attn.o_proj",
+    ffn_input="mlp",
+    ffn_output="mlp.down_proj",
+    layer_norms=("input_layernorm", "post_attention_layernorm"),
+    norm_has_bias=False,
+    linear_has_bias=False,
+    encoder=False,
+)
+
+ARCHITECTURES = (BERT, LLAMA)
+
+
+def architecture_for(config) -> Architecture:
+    model_type = getattr(config, "model_type", None)
+    for arch in ARCHITECTURES:
+        if model_type in arch.model_types:
+            if arch is LLAMA and (getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False)):
+                raise SpaceError(f"model type '{model_type}' with attention/mlp biases is not supported yet")
+            return arch
+    supported = ", ".join(t for a in ARCHITECTURES for t in a.model_types)
+    raise SpaceError(f"model type '{model_type}' is not supported (supported: {supported})")

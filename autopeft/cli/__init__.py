@@ -1,0 +1,32 @@
+"""The ``autopeft`` command: a thin typer face over the library."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from autopeft.cli.app import app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print one line and exit 2, never a traceback."""
+    from autopeft.errors import AutopeftError
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(args=argv, standalone_mode=False)
+    except AutopeftError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            print("aborted", file=sys.stderr)
+            sys.exit(130)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise

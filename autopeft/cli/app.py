@@ -1,0 +1,159 @@
+"""Typer app; each command parses flags, calls the library, and prints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from autopeft.errors import AutopeftError
+
+app = typer.Typer(
+    name="autopeft",
+    help="Find the best parameter-efficient fine-tuning configuration for a model and a task.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Alias (minilm, smollm2-135m), local folder, .gguf file or Hub id.")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Local file/folder (csv, tsv, json, jsonl, parquet) or Hub id.")]
+DatasetConfigOpt = Annotated[Optional[str], typer.Option("--dataset-config", help="Hub dataset configuration, e.g. sst2.")]
+TaskOpt = Annotated[Optional[str], typer.Option("--task", help="classification | regression | causal_lm (default: detected).")]
+TextColOpt = Annotated[Optional[str], typer.Option("--text-column")]
+PairColOpt = Annotated[Optional[str], typer.Option("--text-pair-column")]
+LabelColOpt = Annotated[Optional[str], typer.Option("--label-column")]
+PromptColOpt = Annotated[Optional[list[str]], typer.Option("--prompt-column", help="Causal LM prompt column(s); repeat for several.")]
+ResponseColOpt = Annotated[Optional[str], typer.Option("--response-column")]
+MetricOpt = Annotated[Optional[str], typer.Option("--metric", help="Primary metric (default: per task).")]
+TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow model code from the checkpoint (off by default).")]
+
+
+def load_task_from_flags(dataset, dataset_config, task, text_column, text_pair_column, label_column,
+                         prompt_column, response_column, metric, seed):
+    from autopeft.data import load_task
+
+    return load_task(
+        dataset, dataset_config=dataset_config, task=task, text_column=text_column,
+        text_pair_column=text_pair_column, label_column=label_column,
+        prompt_columns=prompt_column or None, response_column=response_column, metric=metric, seed=seed,
+    )
+
+
+def read_config_file(path: Path) -> dict:
+    """A JSON or YAML mapping; a broken file is a one-line error naming it."""
+    import yaml
+
+    if not path.is_file():
+        raise AutopeftError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    except yaml.YAMLError as exc:
+        raise AutopeftError(f"config file '{path}' is not valid JSON/YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise AutopeftError(f"config file '{path}' must hold a mapping")
+    return data
+
+
+def peft_config_from_flags(peft_config: Optional[Path], kind: str, lora_r: int, lora_alpha: int, lora_targets):
+    """The PEFT config of a single trial: a file, or LoRA from flags."""
+    import peft
+
+    import autopeft  # noqa: F401  (registers autopeft's own PEFT methods)
+
+    task_type = "CAUSAL_LM" if kind == "causal_lm" else "SEQ_CLS"
+    if peft_config is not None:
+        data = read_config_file(peft_config)
+        data.setdefault("task_type", task_type)
+        try:
+            return peft.PeftConfig.from_peft_type(**data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AutopeftError(f"PEFT config '{peft_config}' is invalid: {exc}") from exc
+    return peft.LoraConfig(
+        r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.1, task_type=task_type,
+        target_modules=lora_targets.split(",") if lora_targets else None,
+    )
+
+
+@app.command()
+def trial(
+    model: ModelOpt,
+    dataset: DatasetOpt,
+    dataset_config: DatasetConfigOpt = None,
+    task: TaskOpt = None,
+    text_column: TextColOpt = None,
+    text_pair_column: PairColOpt = None,
+    label_column: LabelColOpt = None,
+    prompt_column: PromptColOpt = None,
+    response_column: ResponseColOpt = None,
+    metric: MetricOpt = None,
+    peft_config: Annotated[Optional[Path], typer.Option("--peft-config", help="PEFT config (adapter_config.json-style JSON/YAML).")] = None,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank when no --peft-config is given.")] = 8,
+    lora_alpha: Annotated[int, typer.Option()] = 16,
+    lora_targets: Annotated[Optional[str], typer.Option(help="Comma-separated target modules (default: PEFT's for the architecture).")] = None,
+    train_examples: Annotated[Optional[float], typer.Option(help="Training examples: a count, or a fraction <= 1.")] = None,
+    epochs: Annotated[float, typer.Option()] = 1.0,
+    max_steps: Annotated[Optional[int], typer.Option()] = None,
+    max_length: Annotated[int, typer.Option()] = 128,
+    eval_examples: Annotated[Optional[int], typer.Option()] = None,
+    generation_examples: Annotated[int, typer.Option(help="Causal LM: exact match from greedy generation on N examples.")] = 0,
+    max_new_tokens: Annotated[int, typer.Option()] = 128,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    lr: Annotated[float, typer.Option("--lr")] = 5e-4,
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast.")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+    test: Annotated[bool, typer.Option("--test", help="Also evaluate the reported test split.")] = False,
+    save_dir: Annotated[Optional[Path], typer.Option(help="Save the trained adapter here.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result record here.")] = None,
+    trust_remote_code: TrustOpt = False,
+):
+    """Train and evaluate one PEFT configuration (one trial)."""
+    from autopeft.models import get_base_model
+    from autopeft.trial import Fidelity, TrainingConfig, TrialRunner
+
+    task_data = load_task_from_flags(dataset, dataset_config, task, text_column, text_pair_column, label_column,
+                                     prompt_column, response_column, metric, seed)
+    spec = task_data.spec
+    config = peft_config_from_flags(peft_config, spec.kind, lora_r, lora_alpha, lora_targets)
+    try:
+        fidelity = Fidelity(
+            train_examples=train_examples, epochs=epochs, max_steps=max_steps, max_length=max_length,
+            eval_examples=eval_examples, generation_examples=generation_examples, max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+        )
+    except ValueError as exc:
+        raise AutopeftError(str(exc)) from exc
+    with console.status(f"loading {model}"):
+        base = get_base_model(model, spec.kind, num_labels=max(spec.num_labels, 1), trust_remote_code=trust_remote_code)
+    runner = TrialRunner(base, task_data)
+    with console.status(f"training {config.peft_type.value} on {task_data.name}"):
+        result = runner.run(config, fidelity, seed, TrainingConfig(learning_rate=lr, bf16=bf16),
+                            evaluate_test=test, save_dir=save_dir)
+    _print_result(result, spec.metric)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result.to_dict(), indent=2))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _print_result(result, metric: str) -> None:
+    table = Table(title=f"trial: {result.status}" + (f" ({result.reason})" if result.reason else ""))
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in result.metrics.items():
+        table.add_row(("* " if name == metric else "") + f"validation {name}", f"{value:.4f}")
+    for name, value in result.test_metrics.items():
+        table.add_row(f"test {name}", f"{value:.4f}")
+    table.add_row("adapter params", f"{result.adapter_params:,}")
+    table.add_row("trainable params (with head)", f"{result.trainable_params:,}")
+    table.add_row("train examples / steps", f"{result.train_examples:,} / {result.steps:,}")
+    table.add_row("train s (ex/s)", f"{result.train_seconds:.1f} ({result.train_examples_per_second:.1f})")
+    table.add_row("eval s (ex/s)", f"{result.eval_seconds:.1f} ({result.eval_examples_per_second:.1f})")
+    table.add_row("peak memory MB", f"{result.peak_memory_mb:.0f}")
+    Console().print(table)

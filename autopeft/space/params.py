@@ -1,0 +1,57 @@
+"""Trainable parameters of a point, from the point and the model config alone (no model is built).
+
+The search uses this exact count as an objective and for the ``--max-params`` budget, so the
+surrogate never has to learn it. Tests check it against the measured count of the built model.
+"""
+
+from __future__ import annotations
+
+from autopeft.arch import Architecture, Dimensions, architecture_for
+from autopeft.space.point import ModuleChoice, PeftPoint
+
+
+def sparse_entries(density: float, rows: int, cols: int) -> int:
+    """Entries a sparse mask keeps in one matrix (shared with the mask builders)."""
+    return max(1, round(density * rows * cols))
+
+
+def _module_params(module: ModuleChoice, arch: Architecture, dims: Dimensions, shapes) -> int:
+    kind, sizes = module.type, module.sizes
+    if kind == "lora":
+        return sum(int(r) * (i + o) for r in sizes.values() for t in module.targets for o, i in shapes[t])
+    if kind == "ia3":  # PEFT's IA3 scales a feed-forward module's input, any other module's output
+        per_layer = sum(i if t == "ffn_out" else o for t in module.targets for o, i in shapes[t])
+        return per_layer * len(sizes)
+    if kind in ("serial_adapter", "parallel_adapter"):
+        h = dims.hidden
+        return sum(2 * h * int(m) + int(m) + h for m in sizes.values())
+    if kind == "prefix":
+        return sum(2 * int(n) * dims.num_kv_heads * dims.head_dim for n in sizes.values())
+    if kind == "bitfit":
+        return sum(o for t in module.targets for o, _ in shapes[t]) * len(sizes)
+    if kind == "ln_tuning":
+        per_norm = dims.hidden * (2 if arch.norm_has_bias else 1)
+        return per_norm * len(arch.layer_norms) * len(sizes)
+    if kind == "lofit":  # K heads chosen over the placed layers; one offset vector per head
+        return int(next(iter(sizes.values()))) * dims.head_dim
+    if kind == "sparse":
+        return sum(sparse_entries(d, o, i) for d in sizes.values() for t in module.targets for o, i in shapes[t])
+    raise ValueError(f"unknown module type {kind!r}")
+
+
+def count_trainable_params(point: PeftPoint, model_config) -> int:
+    """Trainable PEFT parameters of ``point`` (the task head is not included)."""
+    arch = architecture_for(model_config)
+    dims, shapes = arch.dims(model_config), arch.matrix_shapes(model_config)
+    return sum(_module_params(m, arch, dims, shapes) for m in point.modules.values())
+
+
+def count_model_params(model_config) -> int:
+    """Parameters of the base model's transformer layers + embeddings, for budgets given in %."""
+    arch = architecture_for(model_config)
+    dims, shapes = arch.dims(model_config), arch.matrix_shapes(model_config)
+    bias = arch.linear_has_bias
+    per_layer = sum(o * i + (o if bias else 0) for role in shapes.values() for o, i in role)
+    per_layer += len(arch.layer_norms) * dims.hidden * (2 if arch.norm_has_bias else 1)
+    embeddings = model_config.vocab_size * dims.hidden
+    return per_layer * dims.num_layers + embeddings

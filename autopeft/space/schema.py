@@ -1,0 +1,154 @@
+"""The search-space file format, validated with pydantic; errors name the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autopeft.arch import MATRIX_ROLES
+from autopeft.errors import SpaceError
+
+MODULE_TYPES = (
+    "lora", "ia3", "serial_adapter", "parallel_adapter", "prefix", "bitfit", "ln_tuning", "lofit", "sparse",
+)
+SIZED_MODULES = {  # what "size" means per module type
+    "lora": "rank", "serial_adapter": "bottleneck", "parallel_adapter": "bottleneck", "prefix": "virtual tokens",
+    "lofit": "heads (K)", "sparse": "density",
+}
+ADAPTER_LOCATIONS = ("ffn", "attention")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Choice(_Strict):
+    choices: list[Any] = Field(min_length=1)
+
+
+class Range(_Strict):
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError("low must be smaller than high")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class SizeGrid(_Strict):
+    grid: list[float] = Field(min_length=1)
+    scale_to_hidden: int | None = None   # grid written for this hidden size; rescaled to the model's
+    tie: Literal["global", "per_layer"] = "global"
+
+    @field_validator("grid")
+    @classmethod
+    def _non_negative(cls, grid):
+        if any(v < 0 for v in grid):
+            raise ValueError("sizes must be >= 0")
+        return grid
+
+
+class ModuleSpec(_Strict):
+    targets: Union[list[str], Choice, None] = None   # matrix roles (lora, ia3, sparse, bitfit)
+    size: Union[SizeGrid, float, None] = None        # fixed number, or a grid to search
+    scaling: Union[float, Choice, None] = None       # parallel adapter output scaling
+    location: Union[str, Choice, None] = None        # adapters: ffn | attention
+    alpha: Union[float, Choice, None] = None         # lora_alpha as a multiple of the rank
+    optional: bool = False                           # adds an on/off dimension
+
+    @field_validator("targets")
+    @classmethod
+    def _known_roles(cls, targets):
+        sets = targets.choices if isinstance(targets, Choice) else ([targets] if targets is not None else [])
+        for target_set in sets:
+            if not isinstance(target_set, list) or not target_set:
+                raise ValueError("each target set must be a non-empty list of matrix roles")
+            unknown = [t for t in target_set if t not in MATRIX_ROLES]
+            if unknown:
+                raise ValueError(f"unknown matrix role(s) {unknown}; known: {list(MATRIX_ROLES)}")
+        return targets
+
+    @field_validator("location")
+    @classmethod
+    def _known_location(cls, location):
+        values = location.choices if isinstance(location, Choice) else ([location] if location else [])
+        unknown = [v for v in values if v not in ADAPTER_LOCATIONS]
+        if unknown:
+            raise ValueError(f"unknown location(s) {unknown}; known: {list(ADAPTER_LOCATIONS)}")
+        return location
+
+
+class Placement(_Strict):
+    mode: Literal["all", "shared", "per_module"] = "all"   # shared: one on/off bit per layer for every module
+    layers: list[int] | None = None                        # restrict to these layer indices
+
+
+class SpaceSpec(_Strict):
+    name: str
+    description: str = ""
+    placement: Placement = Placement()
+    modules: dict[str, ModuleSpec] = Field(min_length=1)
+    training: dict[str, Union[float, Range, Choice]] = Field(default_factory=dict)
+
+    @field_validator("modules")
+    @classmethod
+    def _known_modules(cls, modules):
+        unknown = [m for m in modules if m not in MODULE_TYPES]
+        if unknown:
+            raise ValueError(f"unknown module type(s) {unknown}; known: {list(MODULE_TYPES)}")
+        return modules
+
+    @field_validator("training")
+    @classmethod
+    def _known_training(cls, training):
+        unknown = [k for k in training if k not in TRAINING_KEYS]
+        if unknown:
+            raise ValueError(f"unknown training key(s) {unknown}; known: {list(TRAINING_KEYS)}")
+        return training
+
+
+TRAINING_KEYS = ("learning_rate", "weight_decay", "warmup_ratio")
+
+
+_TYPE_TAGS = {"int", "float", "str", "bool", "none"}
+
+
+def _field_path(loc: tuple) -> str:
+    """The YAML path of an error, without pydantic's union-branch tags (``SizeGrid``, ``list[str]``...)."""
+    def is_tag(part) -> bool:
+        text = str(part)
+        return text[:1].isupper() or "[" in text or text in _TYPE_TAGS or text.startswith("function-")
+
+    return ".".join(str(part) for part in loc if not is_tag(part))
+
+
+def parse_space(data: Any, source: str) -> SpaceSpec:
+    try:
+        return SpaceSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        raise SpaceError(f"{source}: field '{_field_path(first['loc'])}': {message}") from None
+
+
+def read_space_file(path: str | Path) -> SpaceSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError(f"search space file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise SpaceError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(data, dict):
+        raise SpaceError(f"{path}: a search space must be a YAML mapping")
+    return parse_space(data, str(path))

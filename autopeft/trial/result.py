@@ -1,0 +1,35 @@
+"""The record one trial produces."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+OK, NAN_LOSS, OOM, ERROR = "ok", "nan_loss", "oom", "error"
+
+
+@dataclass
+class TrialResult:
+    status: str = OK                      # ok | nan_loss | oom | error
+    reason: str | None = None             # why a trial did not finish ("error: ..." text)
+    metrics: dict[str, float] = field(default_factory=dict)       # on the selection (validation) split
+    test_metrics: dict[str, float] = field(default_factory=dict)  # on the reported split, when asked for
+    adapter_params: int = 0               # trainable parameters of the PEFT modules (the searched objective)
+    trainable_params: int = 0             # adapter + task head: everything the optimiser updates
+    total_params: int = 0
+    train_examples: int = 0
+    steps: int = 0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    setup_seconds: float = 0.0            # copy of the base model + PEFT injection
+    wall_seconds: float = 0.0
+    train_examples_per_second: float = 0.0
+    eval_examples_per_second: float = 0.0
+    peak_memory_mb: float = 0.0           # peak RSS during the trial (CPU) or max CUDA allocation
+    final_train_loss: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def to_dict(self) -> dict:
+        return asdict(self)
