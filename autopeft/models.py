@@ -98,6 +98,17 @@ def _load_failure(source: ModelSource, what: str, exc: BaseException) -> str:
     return f"cannot load {what} for model '{source.name}' from {where}: {_one_line(exc)}"
 
 
+def load_model_config(name: str, *, trust_remote_code: bool = False):
+    """The model's config only (no weights): enough for search spaces and parameter counts."""
+    from transformers import AutoConfig
+
+    source = resolve_model(name)
+    try:
+        return AutoConfig.from_pretrained(source.path, gguf_file=source.gguf_file, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelLoadError(_load_failure(source, "config", exc)) from exc
+
+
 def load_model(
     source: ModelSource,
     kind: str,
@@ -115,8 +126,9 @@ def load_model(
             model = AutoModelForCausalLM.from_pretrained(source.path, **common)
         else:
             problem = "regression" if kind == "regression" else "single_label_classification"
+            # every trial re-initialises the head, so a checkpoint's own head may have any shape
             model = AutoModelForSequenceClassification.from_pretrained(
-                source.path, num_labels=num_labels, problem_type=problem, **common
+                source.path, num_labels=num_labels, problem_type=problem, ignore_mismatched_sizes=True, **common
             )
     except Exception as exc:
         raise ModelLoadError(_load_failure(source, "weights", exc)) from exc

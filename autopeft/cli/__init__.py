@@ -8,11 +8,24 @@ import sys
 from autopeft.cli.app import app
 
 
+def _quiet_libraries() -> None:
+    """Keep library chatter (load reports, progress bars, deprecations) out of the user's terminal."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2, never a traceback."""
     from autopeft.errors import AutopeftError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_libraries()
     try:
         app(args=argv, standalone_mode=False)
     except AutopeftError as exc:

@@ -157,3 +157,4 @@ def _print_result(result, metric: str) -> None:
     table.add_row("eval s (ex/s)", f"{result.eval_seconds:.1f} ({result.eval_examples_per_second:.1f})")
     table.add_row("peak memory MB", f"{result.peak_memory_mb:.0f}")
     Console().print(table)
+from autopeft.cli import space as _space_commands  # noqa: E402,F401  (registers 'autopeft space')

@@ -52,7 +52,7 @@ SPLIT_NAMES: dict[str, tuple[str, ...]] = {
 # GLUE CoLA ships without a header: source, acceptability label, original mark, sentence.
 COLA_COLUMNS = ("source", "label", "original_label", "sentence")
 
-_FORMAT_VERSION = 1  # bump when processing changes, so fingerprints (and caches built on them) change
+_FORMAT_VERSION = 1  # bump when processing changes, so fingerprints (and caches on them) change
 _FULL_HASH_LIMIT = 64 * 2**20  # larger files are fingerprinted by size + first and last MiB
 _TASK_CACHE_SIZE = 8
 _task_cache: OrderedDict[str, TaskData] = OrderedDict()
@@ -86,7 +86,7 @@ def load_task(
     text_column: str | None = None,
     text_pair_column: str | None = None,
     label_column: str | None = None,
-    prompt_columns: Sequence[str] | None = None,
+    prompt_columns: str | Sequence[str] | None = None,
     response_column: str | None = None,
     metric: str | None = None,
     validation_fraction: float = 0.1,
@@ -99,7 +99,7 @@ def load_task(
     spec_options = dict(
         task=task, text_column=text_column, text_pair_column=text_pair_column,
         label_column=label_column, response_column=response_column, metric=metric,
-        prompt_columns=tuple(prompt_columns) if prompt_columns else None,
+        prompt_columns=_column_tuple(prompt_columns),
     )
     split_options = dict(fraction=validation_fraction, cap=max_validation, seed=seed)
     fingerprint = _fingerprint(source, {**spec_options, **split_options})
@@ -155,10 +155,14 @@ def _resolve_source(dataset: str, config: str | None) -> _Source:
     path = Path(dataset).expanduser()
     if path.is_file() or path.is_dir():
         if config is not None:
-            raise DataError(f"--dataset-config applies to Hub datasets only, not to local '{dataset}'")
+            raise DataError(
+                f"--dataset-config applies to Hub datasets only, not to local '{dataset}'"
+            )
         if path.is_file():
-            return _Source("file", _file_task_name(path), str(path), split_files=(("train", (path,)),))
-        return _Source("folder", path.resolve().name, str(path), split_files=_folder_split_files(path))
+            split_files = (("train", (path,)),)
+            return _Source("file", _file_task_name(path), str(path), split_files=split_files)
+        split_files = _folder_split_files(path)
+        return _Source("folder", path.resolve().name, str(path), split_files=split_files)
     if _looks_like_path(dataset):
         raise DataError(f"dataset file or folder not found: {dataset}")
     return _Source("hub", _hub_task_name(dataset, config), dataset, config=config)
@@ -202,7 +206,9 @@ def _folder_split_files(folder: Path) -> tuple[tuple[str, tuple[Path, ...]], ...
         if len(bases) > 1:
             names = ", ".join(p.name for p in paths)
             raise DataError(f"folder {folder} has more than one {split} file: {names}")
-    return tuple((split, tuple(files_by_split[split])) for split in SPLIT_NAMES if split in files_by_split)
+    return tuple(
+        (split, tuple(files_by_split[split])) for split in SPLIT_NAMES if split in files_by_split
+    )
 
 
 def _split_of_file(path: Path) -> str | None:
@@ -271,7 +277,8 @@ def _read_hub(dataset: str, config: str | None) -> dict[str, datasets.Dataset]:
         with _quiet_progress():
             loaded = datasets.load_dataset(dataset, config)
     except Exception as error:
-        raise DataError(f"cannot load dataset {where} from the Hub: {_first_line(error)}") from error
+        reason = _first_line(error)
+        raise DataError(f"cannot load dataset {where} from the Hub: {reason}") from error
     splits = {}
     for split, names in SPLIT_NAMES.items():
         found = next((name for name in names if name in loaded), None)
@@ -309,7 +316,9 @@ def _labelled_splits(
     """Keep train plus the validation/test splits that carry targets; check their input columns."""
     target = spec.response_column if spec.kind == "causal_lm" else spec.label_column
     if not _is_labelled(splits["train"], target, spec.kind):
-        raise DataError(f"the train split of '{name}' has rows without a value in column '{target}'")
+        raise DataError(
+            f"the train split of '{name}' has rows without a value in column '{target}'"
+        )
     kept = {"train": splits["train"]}
     for split in ("validation", "test"):
         if split in splits and _is_labelled(splits[split], target, spec.kind):
@@ -346,7 +355,9 @@ def _encode_labels(
     column = spec.label_column
     if spec.kind == "regression":
         try:
-            cast = {s: ds.cast_column(column, datasets.Value("float32")) for s, ds in splits.items()}
+            with _quiet_progress():
+                as_float = datasets.Value("float32")
+                cast = {s: ds.cast_column(column, as_float) for s, ds in splits.items()}
         except (ValueError, TypeError) as error:
             raise DataError(f"label column '{column}' of '{name}' is not numeric") from error
         return cast, spec
@@ -378,14 +389,21 @@ def _label_name(value: Any) -> str:
 
 
 def _arrange_splits(
-    splits: dict[str, datasets.Dataset], spec: TaskSpec, *, fraction: float, cap: int | None, seed: int
+    splits: dict[str, datasets.Dataset],
+    spec: TaskSpec,
+    *,
+    fraction: float,
+    cap: int | None,
+    seed: int,
 ) -> tuple[datasets.Dataset, datasets.Dataset, datasets.Dataset, dict[str, str]]:
     """Apply the split rule of the module docstring."""
     train, validation, test = splits["train"], splits.get("validation"), splits.get("test")
     size = _holdout_size(len(train), fraction, cap)
     carves_needed = (validation is None or test is None) + (validation is None and test is None)
     if len(train) - carves_needed * size < 1:
-        raise DataError(f"the train split has too few rows ({len(train)}) to carve held-out splits from")
+        raise DataError(
+            f"the train split has too few rows ({len(train)}) to carve held-out splits from"
+        )
 
     sources = {"train": "train"}
     if validation is not None and test is not None:
@@ -425,7 +443,9 @@ def _carve(
     )
 
 
-def _stratification_labels(dataset: datasets.Dataset, spec: TaskSpec, size: int) -> np.ndarray | None:
+def _stratification_labels(
+    dataset: datasets.Dataset, spec: TaskSpec, size: int
+) -> np.ndarray | None:
     if spec.kind != "classification":
         return None
     labels = np.asarray(column_values(dataset, spec.label_column), dtype=np.int64)
@@ -434,6 +454,15 @@ def _stratification_labels(dataset: datasets.Dataset, spec: TaskSpec, size: int)
     # sklearn needs two rows per class and room for one of each class on both sides.
     feasible = counts.min() >= 2 and size >= len(counts) and len(labels) - size >= len(counts)
     return labels if feasible else None
+
+
+def _column_tuple(columns: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """Prompt columns as a tuple; a single string may list them comma-separated."""
+    if not columns:
+        return None
+    if isinstance(columns, str):
+        columns = columns.split(",")
+    return tuple(c.strip() for c in columns if c.strip()) or None
 
 
 def _check_split_options(fraction: float, cap: int | None) -> None:
@@ -447,8 +476,15 @@ def _check_split_options(fraction: float, cap: int | None) -> None:
 
 
 def _fingerprint(source: _Source, options: dict[str, Any]) -> str:
-    payload = {"version": _FORMAT_VERSION, "source": source.signature(), "options": options}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    # The name is in: it picks defaults (CoLA's metric) and is shown in reports.
+    payload = {
+        "version": _FORMAT_VERSION,
+        "name": source.name,
+        "source": source.signature(),
+        "options": options,
+    }
+    encoded = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
 
 
 def _file_digest(path: Path) -> str:

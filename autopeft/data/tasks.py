@@ -59,14 +59,16 @@ class TaskSpec:
     text_column: str | None = None
     text_pair_column: str | None = None
     label_column: str | None = None
-    prompt_columns: tuple[str, ...] = ()  # causal_lm: e.g. ("question",) or ("instruction", "input")
+    prompt_columns: tuple[str, ...] = ()  # causal_lm: ("question",) or ("instruction", "input")
     response_column: str | None = None
     label_names: tuple[str, ...] = ()  # classification: id -> name
     metric: str = "accuracy"  # primary metric; higher is better except eval_loss
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise DataError(f"unknown task kind '{self.kind}' (expected one of: {', '.join(KINDS)})")
+            raise DataError(
+                f"unknown task kind '{self.kind}' (expected one of: {', '.join(KINDS)})"
+            )
 
     @property
     def num_labels(self) -> int:
@@ -120,14 +122,14 @@ def infer_spec(
     columns = list(train.column_names)
     kind = normalize_kind(task)
     wants_causal = bool(prompt_columns) or response_column is not None
-    wants_labels = label_column is not None or text_column is not None or text_pair_column is not None
+    wants_labels = any(c is not None for c in (label_column, text_column, text_pair_column))
     if kind is None and wants_causal:
         kind = "causal_lm"
     if kind is None and not wants_labels and _match_causal_layout(columns) is not None:
         kind = "causal_lm"
 
     if kind == "causal_lm":
-        spec = _causal_spec(train, columns, name, prompt_columns, response_column)
+        spec = _causal_spec(columns, name, prompt_columns, response_column)
     else:
         spec = _labelled_spec(
             train, columns, name, kind, text_column, text_pair_column, label_column
@@ -165,7 +167,6 @@ def require_column(columns: Sequence[str], column: str, role: str, name: str) ->
 
 
 def _causal_spec(
-    train: datasets.Dataset,
     columns: list[str],
     name: str,
     prompt_columns: Sequence[str] | None,
@@ -177,7 +178,8 @@ def _causal_spec(
     if not prompts or response is None:
         raise DataError(
             f"cannot find prompt/response columns in dataset '{name}' "
-            f"(available columns: {', '.join(columns)}); pass --prompt-columns and --response-column"
+            f"(available columns: {', '.join(columns)}); "
+            "pass --prompt-columns and --response-column"
         )
     for column in prompts:
         require_column(columns, column, "prompt", name)

@@ -47,11 +47,13 @@ def count_trainable_params(point: PeftPoint, model_config) -> int:
 
 
 def count_model_params(model_config) -> int:
-    """Parameters of the base model's transformer layers + embeddings, for budgets given in %."""
-    arch = architecture_for(model_config)
-    dims, shapes = arch.dims(model_config), arch.matrix_shapes(model_config)
-    bias = arch.linear_has_bias
-    per_layer = sum(o * i + (o if bias else 0) for role in shapes.values() for o, i in role)
-    per_layer += len(arch.layer_norms) * dims.hidden * (2 if arch.norm_has_bias else 1)
-    embeddings = model_config.vocab_size * dims.hidden
-    return per_layer * dims.num_layers + embeddings
+    """Parameters of the base model (no task head), for budgets given in % of the model.
+
+    Built on the meta device: exact for any architecture, and no memory is allocated.
+    """
+    import torch
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        model = AutoModel.from_config(model_config)
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,149 @@
+"""Task metrics: classification (accuracy, macro F1, MCC), regression (Pearson, Spearman) and
+exact match of final answers for generation (GSM8K). All are higher-is-better except losses."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import f1_score, matthews_corrcoef
+
+from autopeft.data.tasks import FINAL_ANSWER_MARKER, TaskSpec
+
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "accuracy": True,
+    "macro_f1": True,
+    "mcc": True,
+    "pearson": True,
+    "spearman": True,
+    "exact_match": True,
+    "eval_loss": False,
+}
+# A plain number or one with thousands separators; "$" is removed before matching.
+_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
+
+
+def is_higher_better(metric_name: str) -> bool:
+    """False for eval_loss (and any "*loss"), True for the other known metrics."""
+    name = metric_name.strip().lower()
+    if name in HIGHER_IS_BETTER:
+        return HIGHER_IS_BETTER[name]
+    if name.endswith("loss"):
+        return False
+    if name.startswith("eval_") and name[len("eval_") :] in HIGHER_IS_BETTER:
+        return HIGHER_IS_BETTER[name[len("eval_") :]]
+    raise ValueError(f"unknown metric '{metric_name}' (known: {', '.join(HIGHER_IS_BETTER)})")
+
+
+def compute_metrics(spec: TaskSpec, predictions: Any, references: Any) -> dict[str, float]:
+    """Every metric of the task's kind (its primary one included, except eval_loss).
+
+    classification: predictions are class ids or logits (argmax is taken over the last axis);
+    regression: predicted values, shape (n,) or (n, 1); causal_lm: generated texts.
+    """
+    if spec.kind == "classification":
+        return classification_metrics(predictions, references)
+    if spec.kind == "regression":
+        return regression_metrics(predictions, references)
+    return {"exact_match": exact_match(predictions, references)}
+
+
+def classification_metrics(predictions: Any, references: Any) -> dict[str, float]:
+    predicted = np.asarray(predictions)
+    if predicted.ndim == 2:
+        predicted = predicted.argmax(axis=-1)
+    predicted = predicted.astype(np.int64)
+    expected = np.asarray(references, dtype=np.int64)
+    _check_same_length(predicted, expected)
+    with warnings.catch_warnings():  # sklearn warns when a class is never predicted
+        warnings.simplefilter("ignore")
+        macro_f1 = f1_score(expected, predicted, average="macro", zero_division=0)
+        mcc = matthews_corrcoef(expected, predicted)
+    return {
+        "accuracy": float(np.mean(predicted == expected)),
+        "macro_f1": _finite(macro_f1),
+        "mcc": _finite(mcc),
+    }
+
+
+def regression_metrics(predictions: Any, references: Any) -> dict[str, float]:
+    predicted = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    expected = np.asarray(references, dtype=np.float64).reshape(-1)
+    _check_same_length(predicted, expected)
+    return {
+        "pearson": _correlation(stats.pearsonr, predicted, expected),
+        "spearman": _correlation(stats.spearmanr, predicted, expected),
+    }
+
+
+def extract_final_number(text: str | None) -> str | None:
+    """The answer number of a solution text, normalised ("1,234.50" -> "1234.5", "$18" -> "18").
+
+    GSM8K style: the number after the last '####'; without '####', the last number in the text.
+    """
+    if not text:
+        return None
+    text = text.replace("$", "")
+    marker = text.rfind(FINAL_ANSWER_MARKER)
+    if marker >= 0:
+        found = _NUMBER.search(text[marker + len(FINAL_ANSWER_MARKER) :])
+        return _normalise_number(found.group()) if found else None
+    numbers = _NUMBER.findall(text)
+    return _normalise_number(numbers[-1]) if numbers else None
+
+
+def exact_match(predicted_texts: Sequence[str], reference_texts: Sequence[str]) -> float:
+    """Share of predictions that match their reference.
+
+    When a reference has a final number, the predicted final number must equal it; otherwise
+    the texts must be equal up to surrounding and repeated whitespace.
+    """
+    if len(predicted_texts) != len(reference_texts):
+        raise ValueError(
+            f"{len(predicted_texts)} predictions for {len(reference_texts)} references"
+        )
+    if not reference_texts:
+        return 0.0
+    hits = sum(_answers_match(p, r) for p, r in zip(predicted_texts, reference_texts))
+    return hits / len(reference_texts)
+
+
+def _answers_match(predicted: str, reference: str) -> bool:
+    expected = extract_final_number(reference)
+    if expected is not None:
+        return extract_final_number(predicted) == expected
+    return " ".join((predicted or "").split()) == " ".join((reference or "").split())
+
+
+def _normalise_number(number: str) -> str:
+    number = number.replace(",", "")
+    if "." in number:
+        number = number.rstrip("0").rstrip(".")
+    if "." not in number:
+        number = str(int(number))  # drops leading zeros and turns "-0" into "0"
+    return number
+
+
+def _correlation(
+    correlate: Callable[[np.ndarray, np.ndarray], Any], predicted: np.ndarray, expected: np.ndarray
+) -> float:
+    """Correlation, or 0.0 where it is undefined (fewer than 2 values, a constant side)."""
+    if len(predicted) < 2 or np.ptp(predicted) == 0 or np.ptp(expected) == 0:
+        return 0.0
+    return _finite(correlate(predicted, expected)[0])
+
+
+def _finite(value: Any) -> float:
+    value = float(value)
+    return value if np.isfinite(value) else 0.0
+
+
+def _check_same_length(predicted: np.ndarray, expected: np.ndarray) -> None:
+    if len(predicted) != len(expected):
+        raise ValueError(f"{len(predicted)} predictions for {len(expected)} references")
+    if len(expected) == 0:
+        raise ValueError("no examples to score")
