@@ -26,15 +26,22 @@ class Dimensions:
 
 
 @dataclass(frozen=True)
+class AdapterSite:
+    """Where a bottleneck adapter attaches for one location (ffn / attention)."""
+
+    serial_target: str              # Linear whose output a serial adapter transforms
+    parallel_target: str            # module whose output a parallel adapter adds to
+    parallel_input: str | None      # module whose input feeds a parallel adapter (None: the target's own)
+
+
+@dataclass(frozen=True)
 class Architecture:
     family: str
     model_types: tuple[str, ...]
     layer_prefix: str                      # regex prefix of the transformer layers, up to the index
     matrices: dict[str, tuple[str, ...]]   # role -> Linear module names relative to a layer
     attention: str                         # self-attention module (prefix, head count)
-    attention_output: str                  # Linear after the heads are merged (LoFiT's intervention point)
-    ffn_input: str                         # module whose input is the FFN's input (parallel adapter input)
-    ffn_output: str                        # Linear whose output is the FFN's output (serial/parallel adapter)
+    adapter_sites: dict[str, AdapterSite]  # location -> where bottleneck adapters attach
     layer_norms: tuple[str, ...]           # norms inside a layer
     norm_has_bias: bool
     linear_has_bias: bool
@@ -83,9 +90,10 @@ BERT = Architecture(
         "ffn_out": ("output.dense",),
     },
     attention="attention.self",
-    attention_output="attention.output.dense",
-    ffn_input="intermediate",
-    ffn_output="output.dense",
+    adapter_sites={
+        "ffn": AdapterSite("output.dense", "output.dense", "intermediate"),
+        "attention": AdapterSite("attention.output.dense", "attention.output.dense", "attention.self"),
+    },
     layer_norms=("attention.output.LayerNorm", "output.LayerNorm"),
     norm_has_bias=True,
     linear_has_bias=True,
@@ -105,9 +113,10 @@ LLAMA = Architecture(
         "ffn_out": ("mlp.down_proj",),
     },
     attention="self_attn",
-    attention_output="self_attn.o_proj",
-    ffn_input="mlp",
-    ffn_output="mlp.down_proj",
+    adapter_sites={
+        "ffn": AdapterSite("mlp.down_proj", "mlp", None),
+        "attention": AdapterSite("self_attn.o_proj", "self_attn.o_proj", "self_attn"),
+    },
     layer_norms=("input_layernorm", "post_attention_layernorm"),
     norm_has_bias=False,
     linear_has_bias=False,

@@ -54,3 +54,15 @@ def shared_datasets():
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"shared datasets not found at {SHARED_DATASETS}")
     return SHARED_DATASETS
+
+
+@pytest.fixture(autouse=True)
+def _single_thread_for_tiny_models(request):
+    """Tiny models run fastest on one thread (and don't fight over the 2 cores); real-model tests keep all."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -36,11 +36,15 @@ def lora_config(module: ModuleChoice, arch: Architecture, task_type: str | None)
         key = layer_regex(arch, [l for l, r in ranks.items() if r == rank], names).removeprefix(r"(.*\.)?")
         rank_pattern[key] = rank
         alpha_pattern[key] = alpha * rank
+    # PEFT matches list targets by suffix: "output.dense" would also catch BERT's "attention.output.dense"
+    others = [n for n in role_modules(arch, arch.matrices) if n not in names]
+    excluded = [n for n in others if any(n.endswith("." + t) for t in names)]
     return LoraConfig(
         r=default_rank,
         lora_alpha=alpha * default_rank,
         lora_dropout=0.0,
         target_modules=names,
+        exclude_modules=excluded or None,
         layers_to_transform=sorted(ranks),
         layers_pattern=arch.layer_prefix.rsplit(".", 1)[-1],
         rank_pattern=rank_pattern,

@@ -158,3 +158,4 @@ def _print_result(result, metric: str) -> None:
     table.add_row("peak memory MB", f"{result.peak_memory_mb:.0f}")
     Console().print(table)
 from autopeft.cli import space as _space_commands  # noqa: E402,F401  (registers 'autopeft space')
+from autopeft.cli import search as _search_commands  # noqa: E402,F401  (registers search, export, report)

@@ -27,8 +27,9 @@ def _module_params(module: ModuleChoice, arch: Architecture, dims: Dimensions, s
         return sum(2 * h * int(m) + int(m) + h for m in sizes.values())
     if kind == "prefix":
         return sum(2 * int(n) * dims.num_kv_heads * dims.head_dim for n in sizes.values())
-    if kind == "bitfit":
-        return sum(o for t in module.targets for o, _ in shapes[t]) * len(sizes)
+    if kind == "bitfit":  # the chosen matrices' biases and the layer's norm biases
+        per_layer = sum(o for t in module.targets for o, _ in shapes[t]) + len(arch.layer_norms) * dims.hidden
+        return per_layer * len(sizes)
     if kind == "ln_tuning":
         per_norm = dims.hidden * (2 if arch.norm_has_bias else 1)
         return per_norm * len(arch.layer_norms) * len(sizes)

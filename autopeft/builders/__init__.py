@@ -1,0 +1,5 @@
+"""Builders: a decoded search-space point -> a PEFT config -> a PEFT model."""
+
+from autopeft.builders.build import BuildContext, build_adapter, build_peft_config, component_configs
+
+__all__ = ["BuildContext", "build_adapter", "build_peft_config", "component_configs"]

@@ -1,0 +1,178 @@
+"""``autopeft search``, ``autopeft export`` and ``autopeft report``: thin shells over the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from autopeft.cli.app import (
+    DatasetConfigOpt, LabelColOpt, MetricOpt, PairColOpt, PromptColOpt, ResponseColOpt, TaskOpt, TextColOpt, app,
+    console,
+)
+
+
+def _format_count(value: float) -> str:
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:.0f}"
+
+
+def _format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def front_table(front, objectives, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("trial")
+    for objective in objectives:
+        table.add_column(f"{objective.name} {'↑' if objective.maximize else '↓'}", justify="right")
+    table.add_column("point")
+    for record in front:
+        cells = []
+        for objective in objectives:
+            value = record.values[objective.name]
+            std = record.attrs.get("values_std", {}).get(objective.name)
+            text = _format_count(value) if objective.name == "params" else f"{value:.4g}"
+            cells.append(text + (f" ± {std:.2g}" if std and objective.name != "params" else ""))
+        table.add_row(record.label, *cells, record.attrs.get("description", ""))
+    return table
+
+
+class RichObserver:
+    """Trials done, the current Pareto front and the ETA, on stderr."""
+
+    def __init__(self, progress: Progress, task_id):
+        self.progress = progress
+        self.task_id = task_id
+
+    def on_note(self, message: str) -> None:
+        self.progress.console.print(f"[dim]note:[/dim] {message}")
+
+    def on_trial(self, record, progress) -> None:
+        objectives = progress.objectives
+        metric = objectives[0]
+        if record.values is not None:
+            outcome = ", ".join(
+                f"{o.name} {_format_count(record.values[o.name]) if o.name == 'params' else format(record.values[o.name], '.4g')}"
+                for o in objectives)
+        else:
+            outcome = f"{record.state}: {record.attrs.get('reason', '')}"
+        self.progress.console.print(f"{record.label:>12} {record.attrs.get('description', '')} -> {outcome}")
+        best = max((r.values[metric.name] for r in progress.front), default=None) if metric.maximize else \
+            min((r.values[metric.name] for r in progress.front), default=None)
+        front = f"front {len(progress.front)} pts ({progress.front_stage})" if progress.front else "no front yet"
+        best_text = f", best {metric.name} {best:.4g}" if best is not None else ""
+        self.progress.update(
+            self.task_id, completed=progress.new_trials, total=progress.target_trials,
+            description=f"{front}{best_text} · ETA {_format_seconds(progress.eta_seconds)}",
+        )
+
+
+@app.command()
+def search(
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Alias, local folder, .gguf file or Hub id.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Local file/folder or Hub id.")] = None,
+    space: Annotated[Optional[str], typer.Option("--space", help="Search-space YAML (see search_spaces/).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML/TOML file with these settings; flags override it.")] = None,
+    dataset_config: DatasetConfigOpt = None,
+    task: TaskOpt = None,
+    text_column: TextColOpt = None,
+    text_pair_column: PairColOpt = None,
+    label_column: LabelColOpt = None,
+    prompt_column: PromptColOpt = None,
+    response_column: ResponseColOpt = None,
+    metric: MetricOpt = None,
+    objectives: Annotated[Optional[str], typer.Option(help="Comma-separated: metric,params[,train_time,latency,memory].")] = None,
+    trials: Annotated[Optional[int], typer.Option(help="New configurations to train (default 20 unless --time-budget).")] = None,
+    time_budget: Annotated[Optional[str], typer.Option(help="Stop starting trials after this long, e.g. 2h, 90m, 3600.")] = None,
+    sampler: Annotated[Optional[str], typer.Option(help="auto | botorch | gp | tpe | nsga2 | random.")] = None,
+    max_params: Annotated[Optional[str], typer.Option(help="Trainable-parameter budget: a count (1e5, 120k) or % of the model.")] = None,
+    fidelity: Annotated[Optional[str], typer.Option(help="Successive-halving rungs as fractions, e.g. 0.25,0.5,1 (default 1).")] = None,
+    fidelity_resource: Annotated[Optional[str], typer.Option(help="What the rungs scale: data | epochs.")] = None,
+    eta: Annotated[Optional[int], typer.Option(help="Keep the top 1/eta of a rung for the next one.")] = None,
+    final_seeds: Annotated[Optional[int], typer.Option(help="Seeds to re-train each Pareto point at full fidelity (0: skip).")] = None,
+    baselines: Annotated[Optional[bool], typer.Option("--baselines/--no-baselines", help="Start with the named baselines the space can express.")] = None,
+    quasi_random: Annotated[Optional[int], typer.Option(help="Sobol points after the baselines (default: about trials / 5).")] = None,
+    train_examples: Annotated[Optional[float], typer.Option(help="Training examples at full fidelity: a count, or a fraction <= 1.")] = None,
+    epochs: Annotated[Optional[float], typer.Option()] = None,
+    max_steps: Annotated[Optional[int], typer.Option()] = None,
+    max_length: Annotated[Optional[int], typer.Option()] = None,
+    eval_examples: Annotated[Optional[int], typer.Option()] = None,
+    generation_examples: Annotated[Optional[int], typer.Option()] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option()] = None,
+    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate unless the space searches it.")] = None,
+    bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL or journal file (default: SQLite in the run folder).")] = None,
+    study_name: Annotated[Optional[str], typer.Option(help="Default: <space>-<task>.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<study-name>).")] = None,
+    trust_remote_code: Annotated[Optional[bool], typer.Option("--trust-remote-code")] = None,
+):
+    """Search PEFT configurations for the best task metric at the fewest trainable parameters.
+
+    Running the same command again on the same storage resumes the search.
+    """
+    import optuna
+
+    from autopeft.search.run import run_search
+    from autopeft.search.settings import merge_settings, read_run_config
+
+    flags = {k: v for k, v in locals().items() if k not in ("config", "optuna", "run_search", "merge_settings", "read_run_config")}
+    flags["out"] = str(out) if out is not None else None
+    file_values = read_run_config(config) if config is not None else {}
+    settings = merge_settings(file_values, flags, str(config) if config else "flags")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        task_id = progress.add_task("loading model and data", total=settings.trials)
+        observer = RichObserver(progress, task_id)
+        outcome, info = run_search(settings, observer)
+    title = f"Pareto front ({outcome.front_stage or 'none'}) — stopped: {outcome.stopped_because}"
+    Console().print(front_table(outcome.front, info.objectives, title))
+    if outcome.median_suggest_seconds is not None and outcome.median_trial_seconds:
+        share = 100 * outcome.median_suggest_seconds / outcome.median_trial_seconds
+        console.print(f"median suggestion {outcome.median_suggest_seconds:.2f} s = {share:.1f}% of the median trial "
+                      f"({outcome.median_trial_seconds:.1f} s)")
+    console.print(f"run folder: {info.run_dir}  (study '{info.study_name}' in {info.storage}); "
+                  f"next: autopeft export {info.run_dir} / autopeft report {info.run_dir}")
+
+
+RunDirArg = Annotated[Path, typer.Argument(help="Run folder of `autopeft search` (holds run.json).")]
+StorageOpt = Annotated[Optional[str], typer.Option(help="Storage URL, when run.json could not keep it (credentials).")]
+
+
+@app.command()
+def export(
+    run_dir: RunDirArg,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Default: RUN_DIR/export.")] = None,
+    storage: StorageOpt = None,
+):
+    """Write the Pareto-optimal adapters (PEFT folders), pareto.json and trials.csv."""
+    from autopeft.export import export_run
+
+    folder, results = export_run(run_dir, out, storage)
+    Console().print(front_table(results.front, results.info.objectives, f"exported Pareto front ({results.front_stage})"))
+    console.print(f"wrote {folder}")
+
+
+@app.command()
+def report(
+    run_dir: RunDirArg,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Default: RUN_DIR/report.")] = None,
+    storage: StorageOpt = None,
+):
+    """Pareto plot (PNG + interactive HTML), hypervolume vs trials, layer heatmap, summary.md."""
+    from autopeft.report import write_report
+
+    folder = write_report(run_dir, out, storage)
+    console.print(f"wrote {folder}")

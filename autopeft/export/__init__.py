@@ -1,0 +1,116 @@
+"""``autopeft export RUN_DIR``: the Pareto-optimal adapters as PEFT folders, plus pareto.json and trials.csv.
+
+Layout of the export folder (default ``RUN_DIR/export``), written to a temporary folder and
+moved into place at the end, so an interrupted export never leaves a half-written one::
+
+    pareto.json                 the front: values (± std over seeds), test metrics, points
+    trials.csv                  every trial of every stage
+    01-final-3/                 one folder per Pareto point, best task metric first
+        adapter_config.json     the PEFT adapter (when trained at full fidelity in the final stage):
+        adapter_model.safetensors   peft.PeftModel.from_pretrained(base_model, folder) loads it
+        point.yaml              the point in the search space's vocabulary (PeftPoint.to_dict())
+        metrics.json
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from autopeft.search import records as R
+from autopeft.search.atomic import replace_dir, temp_dir_beside
+from autopeft.search.records import TrialRecord
+from autopeft.search.results import RunResults, load_results
+
+TRIAL_COLUMNS = ("stage", "number", "state", "origin", "description", "adapter_params", "status", "reason",
+                 "duplicate_of", "suggest_seconds", "train_seconds", "wall_seconds", "peak_memory_mb", "point_key")
+
+
+def validation_metrics(record: TrialRecord) -> dict[str, float]:
+    """A search trial's metrics, or the mean over the successful seeds of a final-stage trial."""
+    seeds = [s for s in record.attrs.get(R.SEEDS, []) if s.get("status") == "ok"]
+    if not seeds:
+        return record.attrs.get(R.RESULT, {}).get("metrics", {})
+    names = set.intersection(*(set(s["metrics"]) for s in seeds))
+    return {name: sum(s["metrics"][name] for s in seeds) / len(seeds) for name in sorted(names)}
+
+
+def point_summary(record: TrialRecord, results: RunResults) -> dict:
+    result = record.attrs.get(R.RESULT, {})
+    return {
+        "trial": record.label,
+        "values": record.values,
+        "values_std": record.attrs.get(R.VALUES_STD),
+        "test_metrics": record.attrs.get(R.TEST_METRICS) or result.get("test_metrics") or {},
+        "test_metrics_std": record.attrs.get(R.TEST_METRICS_STD),
+        "validation_metrics": validation_metrics(record),
+        "adapter_params": record.attrs.get(R.ADAPTER_PARAMS),
+        "description": record.attrs.get(R.DESCRIPTION),
+        "point": record.attrs.get(R.POINT),
+        "params": record.params,
+        "seeds": len(record.attrs.get(R.SEEDS, [])) or 1,
+        "selected_on": "validation",
+        "stage": record.stage,
+        "origin": record.attrs.get(R.ORIGIN),
+    }
+
+
+def trials_csv(results: RunResults) -> str:
+    objective_names = [o.name for o in results.info.objectives]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([*TRIAL_COLUMNS, *objective_names, "params_json"])
+    for record in results.all_records:
+        result = record.attrs.get(R.RESULT, {})
+        row = {
+            "stage": record.stage, "number": record.number, "state": record.state,
+            "origin": record.attrs.get(R.ORIGIN, ""), "description": record.attrs.get(R.DESCRIPTION, ""),
+            "adapter_params": record.attrs.get(R.ADAPTER_PARAMS, ""), "status": record.attrs.get(R.STATUS, ""),
+            "reason": record.attrs.get(R.REASON, ""), "duplicate_of": record.attrs.get(R.DUPLICATE_OF, ""),
+            "suggest_seconds": record.attrs.get(R.SUGGEST_SECONDS, ""), "train_seconds": result.get("train_seconds", ""),
+            "wall_seconds": result.get("wall_seconds", ""), "peak_memory_mb": result.get("peak_memory_mb", ""),
+            "point_key": record.key or "",
+        }
+        values = [record.values[n] if record.values else "" for n in objective_names]
+        writer.writerow([*(row[c] for c in TRIAL_COLUMNS), *values, json.dumps(record.params, sort_keys=True)])
+    return buffer.getvalue()
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None, storage: str | None = None) -> tuple[Path, RunResults]:
+    results = load_results(run_dir, storage)
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "export"
+    staging = temp_dir_beside(out)
+    try:
+        summaries = []
+        for rank, record in enumerate(results.front, start=1):
+            folder = staging / f"{rank:02d}-{record.label.replace('#', '-')}"
+            folder.mkdir()
+            summary = point_summary(record, results)
+            adapter = record.attrs.get(R.ADAPTER_DIR)
+            if adapter and (run_dir / adapter).is_dir():
+                shutil.copytree(run_dir / adapter, folder, dirs_exist_ok=True)
+                summary["adapter"] = folder.name
+            else:
+                summary["adapter"] = None
+                summary["note"] = "no trained adapter: the final stage did not run for this point (--final-seeds 0)"
+            (folder / "point.yaml").write_text(yaml.safe_dump(record.attrs.get(R.POINT, {}), sort_keys=False))
+            (folder / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+            summaries.append(summary)
+        (staging / "pareto.json").write_text(json.dumps({
+            "study": results.info.study_name,
+            "front_stage": results.front_stage,
+            "objectives": [{"name": o.name, "direction": o.direction} for o in results.info.objectives],
+            "points": summaries,
+        }, indent=2) + "\n")
+        (staging / "trials.csv").write_text(trials_csv(results))
+        replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out, results

@@ -1,0 +1,225 @@
+"""``autopeft report RUN_DIR``: plots and a markdown summary of a search.
+
+Writes (default ``RUN_DIR/report``): ``pareto.png`` and ``pareto.html`` (interactive, plotly),
+``hypervolume.png`` (hypervolume of the rung-0 trials against the trial count), ``heatmap.png``
+(how many Pareto points place each module type in each layer) and ``summary.md``. The folder is
+written beside the target and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from autopeft.errors import AutopeftError
+from autopeft.search import records as R
+from autopeft.search.atomic import replace_dir, temp_dir_beside
+from autopeft.search.pareto import hypervolume, reference_point
+from autopeft.search.records import TrialRecord, distinct_complete
+from autopeft.search.results import RunResults, load_results
+from autopeft.space.schema import MODULE_TYPES
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise AutopeftError("`autopeft report` needs matplotlib: pip install 'autopeft[report]'") from None
+    return plt
+
+
+def _plotly():
+    try:
+        import plotly.graph_objects as go
+    except ImportError:
+        raise AutopeftError("`autopeft report` needs plotly: pip install 'autopeft[report]'") from None
+    return go
+
+
+def hypervolume_history(records: list[TrialRecord], objectives) -> list[tuple[int, float]]:
+    """(trial number, hypervolume of the distinct complete trials so far), with one reference point for the run."""
+    done = distinct_complete(sorted(records, key=lambda r: r.number))
+    if not done:
+        return []
+    losses = np.array([r.losses(objectives) for r in done])
+    reference = reference_point(losses)
+    return [(record.number, hypervolume(losses[: i + 1], reference)) for i, record in enumerate(done)]
+
+
+def layer_usage(front: list[TrialRecord], num_layers: int) -> tuple[list[str], np.ndarray]:
+    """(module types used, counts[type, layer]) over the front's points."""
+    counts = np.zeros((len(MODULE_TYPES), num_layers))
+    for record in front:
+        for name, module in (record.attrs.get(R.POINT) or {}).get("modules", {}).items():
+            for layer in module.get("layers", []):
+                if 0 <= int(layer) < num_layers:
+                    counts[MODULE_TYPES.index(name), int(layer)] += 1
+    used = [i for i in range(len(MODULE_TYPES)) if counts[i].any()]
+    return [MODULE_TYPES[i] for i in used], counts[used]
+
+
+def _pareto_png(results: RunResults, path: Path) -> None:
+    plt = _pyplot()
+    x_obj, y_obj = _axes(results)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for stage, records in results.stages.items():
+        if stage == "final":
+            continue
+        done = distinct_complete(records)
+        if done:
+            ax.scatter([r.values[x_obj.name] for r in done], [r.values[y_obj.name] for r in done],
+                       s=14, alpha=0.5, label=f"{stage} trials")
+    front = sorted(results.front, key=lambda r: r.values[x_obj.name])
+    std = [(r.attrs.get(R.VALUES_STD) or {}).get(y_obj.name, 0.0) for r in front]
+    ax.errorbar([r.values[x_obj.name] for r in front], [r.values[y_obj.name] for r in front], yerr=std,
+                fmt="o-", color="crimson", capsize=3, label=f"Pareto front ({results.front_stage})")
+    if x_obj.log_scale:
+        from matplotlib.ticker import EngFormatter
+
+        positive = all(r.values[x_obj.name] > 0 for records in results.stages.values() for r in distinct_complete(records))
+        ax.set_xscale("log" if positive else "symlog", **({} if positive else {"linthresh": 1}))
+        ax.xaxis.set_major_formatter(EngFormatter())
+        ax.xaxis.set_minor_formatter(EngFormatter())
+    ax.set_xlabel(f"{x_obj.name} ({x_obj.direction})")
+    ax.set_ylabel(f"{y_obj.name} ({y_obj.direction})")
+    ax.set_title(f"{results.info.study_name}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _axes(results: RunResults):
+    metric = results.info.objectives[0]
+    other = next((o for o in results.info.objectives[1:] if o.name == "params"), results.info.objectives[1])
+    return other, metric
+
+
+def _pareto_html(results: RunResults, path: Path) -> None:
+    go = _plotly()
+    x_obj, y_obj = _axes(results)
+    figure = go.Figure()
+    for stage, records in results.stages.items():
+        done = distinct_complete(records)
+        if stage == "final" or not done:
+            continue
+        figure.add_trace(go.Scatter(
+            x=[r.values[x_obj.name] for r in done], y=[r.values[y_obj.name] for r in done], mode="markers",
+            name=f"{stage} trials", opacity=0.6,
+            text=[f"{r.label}: {r.attrs.get(R.DESCRIPTION, '')}" for r in done], hoverinfo="text+x+y"))
+    front = sorted(results.front, key=lambda r: r.values[x_obj.name])
+    figure.add_trace(go.Scatter(
+        x=[r.values[x_obj.name] for r in front], y=[r.values[y_obj.name] for r in front], mode="lines+markers",
+        name=f"Pareto front ({results.front_stage})",
+        error_y={"type": "data", "array": [(r.attrs.get(R.VALUES_STD) or {}).get(y_obj.name, 0.0) for r in front]},
+        text=[f"{r.label}: {r.attrs.get(R.DESCRIPTION, '')}" for r in front], hoverinfo="text+x+y"))
+    figure.update_layout(title=results.info.study_name, xaxis_title=x_obj.name, yaxis_title=y_obj.name,
+                         xaxis_type="log" if x_obj.log_scale and all(r.values[x_obj.name] > 0 for r in front) else None)
+    figure.write_html(str(path), include_plotlyjs=True, full_html=True)
+
+
+def _hypervolume_png(history: list[tuple[int, float]], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if history:
+        ax.step([n + 1 for n, _ in history], [hv for _, hv in history], where="post")
+    ax.set_xlabel("rung-0 trials")
+    ax.set_ylabel("hypervolume (normalised objectives)")
+    ax.set_title("hypervolume vs trials")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _heatmap_png(names: list[str], counts: np.ndarray, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4, 0.45 * counts.shape[1] + 2), max(2, 0.5 * len(names) + 1.5)))
+    if names:
+        image = ax.imshow(counts, aspect="auto", cmap="viridis")
+        fig.colorbar(image, ax=ax, label="Pareto points")
+        ax.set_yticks(range(len(names)), names)
+    ax.set_xticks(range(counts.shape[1]))
+    ax.set_xlabel("layer")
+    ax.set_title("module types of the Pareto points per layer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _format(value: float, std: float | None = None) -> str:
+    text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return text + (f" ± {std:.2g}" if std else "")
+
+
+def summary_markdown(results: RunResults, history: list[tuple[int, float]]) -> str:
+    info, objectives = results.info, results.info.objectives
+    rung0 = results.stages.get("rung-0", [])
+    trained = [r for r in rung0 if r.trained]
+    rejected = [r for r in rung0 if r.state == "pruned"]
+    duplicates = [r for r in rung0 if R.DUPLICATE_OF in r.attrs]
+    failed = [r for records in results.stages.values() for r in records if r.state == "fail"]
+    lines = [f"# autopeft search: {info.study_name}", ""]
+    settings = info.settings
+    lines += [f"- model: `{settings.get('model')}`, dataset: `{settings.get('dataset')}`, space: `{settings.get('space')}`",
+              f"- objectives: {', '.join(f'{o.name} ({o.direction})' for o in objectives)}",
+              f"- sampler: {settings.get('sampler')}, fidelity rungs: {settings.get('fidelity')}, "
+              f"final seeds: {settings.get('final_seeds')}, max params: {settings.get('max_params') or 'none'}",
+              f"- storage: `{info.storage}` (opens in optuna-dashboard), study `{info.study_name}`", ""]
+    lines += ["## Trials", "",
+              f"- rung 0: {len(trained)} trained, {len(rejected)} rejected before training (over --max-params), "
+              f"{len(duplicates)} duplicates (stored result reused)",
+              *(f"- {stage}: {len([r for r in records if r.trained])} trained" for stage, records in results.stages.items()
+                if stage != "rung-0"),
+              f"- failed: {len(failed)}" + "".join(f"\n  - {r.label}: {r.attrs.get(R.REASON, '')}" for r in failed[:10])]
+    suggest = [r.attrs[R.SUGGEST_SECONDS] for r in rung0 if str(r.attrs.get(R.ORIGIN, "")).startswith("sampler:")]
+    walls = [r.attrs[R.RESULT]["wall_seconds"] for r in trained if R.RESULT in r.attrs]
+    if suggest and walls:
+        share = 100 * statistics.median(suggest) / max(statistics.median(walls), 1e-9)
+        lines.append(f"- median suggestion time {statistics.median(suggest):.3f} s = {share:.1f}% of the median "
+                     f"trial ({statistics.median(walls):.2f} s)")
+    if history:
+        lines.append(f"- final hypervolume (rung 0): {history[-1][1]:.4g}")
+    baselines = sorted({str(r.attrs.get(R.ORIGIN)) for r in rung0 if str(r.attrs.get(R.ORIGIN, "")).startswith("baseline:")})
+    lines.append(f"- baselines evaluated: {', '.join(b.split(':', 1)[1] for b in baselines) or 'none'}")
+    lines += ["", f"## Pareto front ({results.front_stage}; selected on validation, test reported separately)", ""]
+    header = ["trial", *(f"{o.name} {'↑' if o.maximize else '↓'}" for o in objectives), f"test {info.metric}", "point"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for record in results.front:
+        std = record.attrs.get(R.VALUES_STD) or {}
+        test = (record.attrs.get(R.TEST_METRICS) or {}).get(info.metric)
+        test_std = (record.attrs.get(R.TEST_METRICS_STD) or {}).get(info.metric)
+        cells = [record.label, *(_format(record.values[o.name], std.get(o.name) if o.name != "params" else None)
+                                 for o in objectives),
+                 _format(test, test_std) if test is not None else "-", record.attrs.get(R.DESCRIPTION, "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "![Pareto front](pareto.png)", "", "[interactive Pareto plot](pareto.html)", "",
+              "![hypervolume](hypervolume.png)", "", "![layers](heatmap.png)", ""]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, storage: str | None = None) -> Path:
+    _pyplot(), _plotly()  # fail before doing any work when an extra is missing
+    results = load_results(run_dir, storage)
+    out = Path(out) if out is not None else Path(run_dir) / "report"
+    staging = temp_dir_beside(out)
+    try:
+        history = hypervolume_history(results.stages.get("rung-0", []), results.info.objectives)
+        if results.front:
+            _pareto_png(results, staging / "pareto.png")
+            _pareto_html(results, staging / "pareto.html")
+        _hypervolume_png(history, staging / "hypervolume.png")
+        names, counts = layer_usage(results.front, results.info.num_layers)
+        _heatmap_png(names, counts, staging / "heatmap.png")
+        (staging / "summary.md").write_text(summary_markdown(results, history))
+        replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,15 @@
+"""Multi-objective search over a PEFT search space on Optuna studies (see :mod:`autopeft.search.engine`)."""
+
+from autopeft.search.engine import SearchEngine, SearchObserver, SearchOutcome, SearchPlan, SearchProgress, point_key
+from autopeft.search.evaluator import Evaluator, RunnerEvaluator, builders_adapter_builder
+from autopeft.search.objectives import Objective, parse_objectives
+from autopeft.search.records import TrialRecord, load_records, pareto_records
+from autopeft.search.samplers import SAMPLERS, create_sampler, default_sampler_name
+from autopeft.search.storage import default_storage, mask_url, open_storage
+
+__all__ = [
+    "Evaluator", "Objective", "RunnerEvaluator", "SAMPLERS", "SearchEngine", "SearchObserver", "SearchOutcome",
+    "SearchPlan", "SearchProgress", "TrialRecord", "builders_adapter_builder", "create_sampler",
+    "default_sampler_name", "default_storage", "load_records", "mask_url", "open_storage", "parse_objectives",
+    "pareto_records", "point_key",
+]

@@ -1,0 +1,514 @@
+"""The search loop: Optuna studies, budget, deduplication, MO-ASHA over fidelity rungs, final stage.
+
+One process runs trials one after another (a trial already uses every core). Each step is:
+promote a configuration to the next fidelity rung when MO-ASHA allows it (top 1/eta of its rung
+by non-dominated rank, ties by hypervolume contribution), otherwise ask the sampler for a new
+configuration at rung 0. Before anything trains, a point over ``max_params`` is recorded as
+pruned and a point already evaluated at that rung reuses the stored result. After the budget,
+the Pareto front of the highest rung is re-trained at full fidelity with several seeds.
+
+Everything lives in the Optuna storage, so running the same search again resumes it: finished
+trials are read back, trials left running by a dead process are marked failed (and retried once).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autopeft.errors import AutopeftError
+from autopeft.search import records as R
+from autopeft.search.evaluator import Evaluator
+from autopeft.search.initial_design import BASELINES, baseline_params, default_quasi_random_count, quasi_random_params
+from autopeft.search.objectives import Objective
+from autopeft.search.pareto import promotion_order
+from autopeft.search.records import TrialRecord
+from autopeft.search.samplers import SamplerContext, canonical_sampler_name, create_sampler
+from autopeft.space import PeftPoint, SearchSpace, count_model_params, count_trainable_params
+from autopeft.trial.fidelity import Fidelity
+from autopeft.trial.result import TrialResult
+
+INTERRUPTED = "interrupted"
+RETRY_PREFIX = "retry of "
+STUCK_AFTER = 5             # consecutive rejected/duplicate suggestions before a random feasible point is queued
+RANDOM_FALLBACK_DRAWS = 2000
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    objectives: list[Objective]
+    rungs: list[Fidelity]               # increasing fidelity; the last one is the full fidelity
+    eta: int = 3
+    trials: int | None = 20             # new configurations (rung 0) to train; promotions come on top
+    time_budget: float | None = None    # seconds of this invocation before no new trial starts
+    max_params: int | None = None
+    seed: int = 0
+    final_seeds: int = 3
+    sampler: str = "auto"
+    baselines: bool = True
+    quasi_random: int | None = None     # None: about a fifth of the trials
+    max_idle_suggestions: int = 200     # consecutive rejected/duplicate suggestions before giving up
+
+    def __post_init__(self):
+        if not self.rungs:
+            raise AutopeftError("at least one fidelity rung is needed")
+        if self.eta < 2:
+            raise AutopeftError("--eta must be at least 2")
+        if self.trials is not None and self.trials < 1:
+            raise AutopeftError("--trials must be at least 1")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise AutopeftError("--time-budget must be positive")
+        if self.final_seeds < 0:
+            raise AutopeftError("--final-seeds must be >= 0")
+
+    def fingerprint(self, space: SearchSpace) -> dict[str, Any]:
+        """What a resumed search must share with the stored one."""
+        return {
+            "objectives": [[o.name, o.direction] for o in self.objectives],
+            "rungs": [r.to_dict() for r in self.rungs],
+            "space": space.spec.model_dump(mode="json"),
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class SearchProgress:
+    new_trials: int
+    target_trials: int | None
+    elapsed_seconds: float
+    time_budget: float | None
+    front: list[TrialRecord]
+    front_stage: str | None
+    median_trial_seconds: float | None
+    objectives: list[Objective]
+
+    @property
+    def eta_seconds(self) -> float | None:
+        estimates = []
+        if self.target_trials is not None and self.median_trial_seconds is not None:
+            estimates.append(max(self.target_trials - self.new_trials, 0) * self.median_trial_seconds)
+        if self.time_budget is not None:
+            estimates.append(max(self.time_budget - self.elapsed_seconds, 0.0))
+        return min(estimates) if estimates else None
+
+
+class SearchObserver(Protocol):
+    def on_note(self, message: str) -> None: ...
+    def on_trial(self, record: TrialRecord, progress: SearchProgress) -> None: ...
+
+
+class _SilentObserver:
+    def on_note(self, message: str) -> None:
+        pass
+
+    def on_trial(self, record: TrialRecord, progress: SearchProgress) -> None:
+        pass
+
+
+@dataclass
+class SearchOutcome:
+    study_name: str
+    front: list[TrialRecord]            # final-stage records when the final stage ran, else the search front
+    front_stage: str | None
+    stopped_because: str
+    notes: list[str] = field(default_factory=list)
+    median_suggest_seconds: float | None = None
+    median_trial_seconds: float | None = None
+
+
+def point_key(point: PeftPoint) -> str:
+    """Identity of a decoded point: two parameter sets that build the same adapter share it."""
+    return json.dumps(point.to_dict(), sort_keys=True, default=str)
+
+
+class SearchEngine:
+    def __init__(self, space: SearchSpace, evaluator: Evaluator, plan: SearchPlan,
+                 storage: optuna.storages.BaseStorage, study_name: str, run_dir: Path,
+                 observer: SearchObserver | None = None):
+        self.space = space
+        self.evaluator = evaluator
+        self.plan = plan
+        self.storage = storage
+        self.study_name = study_name
+        self.run_dir = Path(run_dir)
+        self.observer = observer or _SilentObserver()
+        self.notes: list[str] = []
+        self.sampler_name = canonical_sampler_name(plan.sampler)
+        self.studies: dict[int, optuna.Study] = {}
+        self.known: dict[int, dict[str, TrialRecord]] = {}   # rung -> point key -> finished (trained) record
+        self._start = time.monotonic()
+        self._idle = 0
+
+    # ================================================================ public
+    def run(self) -> SearchOutcome:
+        self._start = time.monotonic()
+        self._open_studies()
+        self._recover_interrupted()
+        self._initial_design()
+        stopped = self._search_loop()
+        front_stage, front = self._final_stage()
+        return SearchOutcome(
+            self.study_name, front, front_stage, stopped, self.notes,
+            median_suggest_seconds=self._median_attr(R.SUGGEST_SECONDS, sampler_only=True),
+            median_trial_seconds=self._median_trial_seconds(),
+        )
+
+    # ============================================================ set-up
+    def _note(self, message: str) -> None:
+        self.notes.append(message)
+        self.observer.on_note(message)
+
+    def count_params(self, params: dict[str, Any]) -> int:
+        return count_trainable_params(self.space.decode(params), self.space.model_config)
+
+    def _directions(self) -> list[str]:
+        return [o.direction for o in self.plan.objectives]
+
+    def _existing_trials(self, name: str) -> int:
+        if not R.study_exists(self.storage, name):
+            return 0
+        return len(self.storage.get_all_trials(self.storage.get_study_id_from_name(name), deepcopy=False))
+
+    def _open_studies(self) -> None:
+        main_name = R.rung_study_name(self.study_name, 0)
+        context = SamplerContext(
+            space=self.space, objectives=self.plan.objectives,
+            seed=self.plan.seed + self._existing_trials(main_name),  # a resumed sampler must not replay its draws
+            count_params=self.count_params, max_params=self.plan.max_params,
+            model_params=count_model_params(self.space.model_config), expected_trials=self.plan.trials,
+        )
+        sampler = create_sampler(self.plan.sampler, context)
+        self.studies[0] = self._study(main_name, sampler)
+        fingerprint = self.plan.fingerprint(self.space)
+        stored = self.studies[0].user_attrs.get(R.SETTINGS_ATTR)
+        if stored is None:
+            self.studies[0].set_user_attr(R.SETTINGS_ATTR, fingerprint)
+        elif stored != fingerprint:
+            changed = [k for k in fingerprint if stored.get(k) != fingerprint[k]]
+            raise AutopeftError(
+                f"study '{self.study_name}' in this storage was created with a different {', '.join(changed)}; "
+                "resume it with the same settings or pass a new --study-name"
+            )
+        for rung in range(1, len(self.plan.rungs)):
+            if R.study_exists(self.storage, R.rung_study_name(self.study_name, rung)):
+                self.studies[rung] = self._study(R.rung_study_name(self.study_name, rung))
+        for rung in range(len(self.plan.rungs)):
+            self.known[rung] = {}
+            if rung in self.studies:
+                for trial in self.studies[rung].get_trials(deepcopy=False):
+                    record = R.record_from_trial(trial, f"rung-{rung}", self.plan.objectives)
+                    if record.trained and record.key is not None and record.attrs.get(R.STATUS) != INTERRUPTED:
+                        self.known[rung].setdefault(record.key, record)
+
+    def _study(self, name: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+        try:
+            return optuna.create_study(
+                storage=self.storage, study_name=name, directions=self._directions(), load_if_exists=True,
+                sampler=sampler or optuna.samplers.RandomSampler(seed=self.plan.seed),
+            )
+        except ValueError as exc:  # e.g. stored directions differ
+            raise AutopeftError(f"cannot resume study '{name}': {exc}") from None
+
+    def _rung_study(self, rung: int) -> optuna.Study:
+        if rung not in self.studies:
+            self.studies[rung] = self._study(R.rung_study_name(self.study_name, rung))
+        return self.studies[rung]
+
+    def _recover_interrupted(self) -> None:
+        """Trials a dead process left RUNNING: fail them with the reason, and retry each point once."""
+        for rung, study in list(self.studies.items()):
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                reason = "interrupted: the search process ended during this trial"
+                self.storage.set_trial_user_attr(trial._trial_id, R.STATUS, INTERRUPTED)
+                self.storage.set_trial_user_attr(trial._trial_id, R.REASON, reason)
+                study.tell(trial.number, state=TrialState.FAIL)
+                if not str(trial.user_attrs.get(R.ORIGIN, "")).startswith(RETRY_PREFIX) and trial.params:
+                    study.enqueue_trial(trial.params, user_attrs={
+                        R.ORIGIN: f"{RETRY_PREFIX}#{trial.number}", R.KEY: trial.user_attrs.get(R.KEY)})
+                self._note(f"rung-{rung} trial #{trial.number} was interrupted; marked failed and queued again")
+
+    def _initial_design(self) -> None:
+        study = self.studies[0]
+        if study.user_attrs.get(R.INITIAL_DESIGN_ATTR):
+            return
+        queued: set[str] = set()
+
+        def enqueue(params: dict[str, Any], origin: str) -> bool:
+            point = self.space.decode(params)
+            key = point_key(point)
+            if key in queued:
+                return False
+            if self.plan.max_params is not None and self.count_params(params) > self.plan.max_params:
+                self._note(f"initial point {origin} skipped: {self.count_params(params):,} params > --max-params")
+                return False
+            queued.add(key)
+            study.enqueue_trial(params, user_attrs={R.ORIGIN: origin})
+            return True
+
+        if self.plan.baselines:
+            for baseline in BASELINES:
+                params, why = baseline_params(self.space, baseline)
+                if params is None:
+                    self._note(f"baseline '{baseline.name}' skipped: {why}")
+                else:
+                    enqueue(params, f"baseline:{baseline.name}")
+        count = self.plan.quasi_random
+        if count is None:
+            count = default_quasi_random_count(self.plan.trials, len(self.space.dimensions))
+        for params in quasi_random_params(self.space, count, self.plan.seed):
+            enqueue(params, "quasi-random")
+        study.set_user_attr(R.INITIAL_DESIGN_ATTR, True)
+
+    # ============================================================ the loop
+    def _elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    def _new_trials_done(self) -> int:
+        return sum(1 for t in self.studies[0].get_trials(deepcopy=False) if t.user_attrs.get(R.TRAINED))
+
+    def _search_loop(self) -> str:
+        while True:
+            if self.plan.time_budget is not None and self._elapsed() >= self.plan.time_budget:
+                return "time budget reached"
+            rung = self._promotion_rung()
+            if rung is not None:
+                self._run_next(rung)
+                continue
+            if self.plan.trials is not None and self._new_trials_done() >= self.plan.trials:
+                return "trial budget reached"
+            if len(self.known[0]) >= self.space.cardinality():
+                return "every point of the space has been evaluated"
+            if self._idle >= self.plan.max_idle_suggestions:
+                return (f"the sampler proposed {self._idle} points in a row that were over --max-params or "
+                        "already evaluated")
+            if self._idle and self._idle % STUCK_AFTER == 0 and not self._enqueue_random_point():
+                return "no new point within --max-params found by random sampling"
+            self._run_next(0)
+
+    def _enqueue_random_point(self) -> bool:
+        """Samplers that learn nothing from rejected points can repeat them; queue a fresh feasible one."""
+        study = self.studies[0]
+        seen = {t.user_attrs.get(R.KEY) for t in study.get_trials(deepcopy=False)}
+        rng = np.random.default_rng(self.plan.seed + len(seen) + self._idle)
+        for _ in range(RANDOM_FALLBACK_DRAWS):
+            params = self.space.active_params(self.space.sample(rng))
+            point = self.space.decode(params)
+            if point_key(point) in seen:
+                continue
+            if self.plan.max_params is not None and count_trainable_params(point, self.space.model_config) > self.plan.max_params:
+                continue
+            study.enqueue_trial(params, user_attrs={R.ORIGIN: f"random (the sampler repeated {STUCK_AFTER} rejected or "
+                                                               "duplicate points)"})
+            return True
+        return False
+
+    def _promotion_rung(self) -> int | None:
+        """A rung with a queued promotion (queuing a new one if MO-ASHA allows it), else None."""
+        for rung in range(len(self.plan.rungs) - 1, 0, -1):
+            if rung in self.studies and self.studies[rung].get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                return rung
+        for rung in range(len(self.plan.rungs) - 2, -1, -1):
+            done = R.distinct_complete(list(self.known[rung].values()))
+            quota = len(done) // self.plan.eta
+            if quota == 0:
+                continue
+            already = {t.user_attrs.get(R.KEY) for t in self._rung_study(rung + 1).get_trials(deepcopy=False)}
+            order = promotion_order(np.array([r.losses(self.plan.objectives) for r in done]))
+            for index in order[:quota]:
+                record = done[index]
+                if record.key not in already:
+                    self.studies[rung + 1].enqueue_trial(record.params, user_attrs={
+                        R.ORIGIN: f"promoted from {record.label}", R.KEY: record.key})
+                    return rung + 1
+        return None
+
+    def _run_next(self, rung: int) -> None:
+        study = self.studies[rung]
+        start = time.perf_counter()
+        trial = study.ask()
+        params = self.space.suggest(trial)
+        suggest_seconds = time.perf_counter() - start
+        origin = trial.user_attrs.get(R.ORIGIN) or f"sampler:{self.sampler_name}"
+        record = self._evaluate_and_tell(study, trial, params, rung, origin, suggest_seconds)
+        self._idle = 0 if record.trained else self._idle + 1
+        self.observer.on_trial(record, self._progress())
+
+    def _evaluate_and_tell(self, study: optuna.Study, trial: optuna.Trial, params: dict[str, Any], rung: int,
+                           origin: str, suggest_seconds: float) -> TrialRecord:
+        point = self.space.decode(params)
+        key = point_key(point)
+        adapter_params = count_trainable_params(point, self.space.model_config)
+        for name, value in ((R.KEY, key), (R.RUNG, rung), (R.ADAPTER_PARAMS, adapter_params),
+                            (R.POINT, point.to_dict()), (R.DESCRIPTION, point.describe()), (R.ORIGIN, origin),
+                            (R.SUGGEST_SECONDS, suggest_seconds)):
+            trial.set_user_attr(name, value)
+        if self.plan.max_params is not None and adapter_params > self.plan.max_params:
+            trial.set_user_attr(R.REASON, f"over --max-params: {adapter_params:,} > {self.plan.max_params:,} (not trained)")
+            study.tell(trial, state=TrialState.PRUNED)
+            return self._record(study, trial, rung)
+        previous = self.known[rung].get(key)
+        if previous is not None:
+            trial.set_user_attr(R.DUPLICATE_OF, previous.number)
+            for name in (R.STATUS, R.REASON, R.RESULT):
+                if name in previous.attrs:
+                    trial.set_user_attr(name, previous.attrs[name])
+            if previous.complete:
+                study.tell(trial, [previous.values[o.name] for o in self.plan.objectives])
+            else:
+                study.tell(trial, state=TrialState.FAIL)
+            return self._record(study, trial, rung)
+        try:
+            result = self.evaluator(point, self.plan.rungs[rung], self.plan.seed)
+        except BaseException:  # Ctrl-C or a crash: leave a failed trial with its reason, then stop
+            trial.set_user_attr(R.STATUS, INTERRUPTED)
+            trial.set_user_attr(R.REASON, "interrupted: the search stopped during this trial")
+            study.tell(trial, state=TrialState.FAIL)
+            if not origin.startswith(RETRY_PREFIX):
+                study.enqueue_trial(params, user_attrs={R.ORIGIN: f"{RETRY_PREFIX}#{trial.number}", R.KEY: key})
+            raise
+        self._tell_result(study, trial, result, adapter_params)
+        record = self._record(study, trial, rung)
+        self.known[rung][key] = record
+        return record
+
+    def _tell_result(self, study: optuna.Study, trial: optuna.Trial, result: TrialResult, adapter_params: int) -> None:
+        trial.set_user_attr(R.TRAINED, True)
+        trial.set_user_attr(R.STATUS, result.status)
+        trial.set_user_attr(R.RESULT, result.to_dict())
+        if result.reason:
+            trial.set_user_attr(R.REASON, result.reason)
+        if not result.ok:
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        try:
+            values = [o.value(result, adapter_params) for o in self.plan.objectives]
+        except KeyError as exc:
+            trial.set_user_attr(R.STATUS, "error")
+            trial.set_user_attr(R.REASON, f"error: {exc.args[0]}")
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        if not all(math.isfinite(v) for v in values):
+            trial.set_user_attr(R.STATUS, "error")
+            trial.set_user_attr(R.REASON, f"error: non-finite objective values {values}")
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        study.tell(trial, values)
+
+    def _record(self, study: optuna.Study, trial: optuna.Trial, rung: int | None) -> TrialRecord:
+        frozen = self.storage.get_trial(trial._trial_id)  # one row, not the whole study
+        stage = "final" if rung is None else f"rung-{rung}"
+        return R.record_from_trial(frozen, stage, self.plan.objectives)
+
+    # ============================================================ progress
+    def _front_now(self) -> tuple[str | None, list[TrialRecord]]:
+        for rung in range(len(self.plan.rungs) - 1, -1, -1):
+            front = R.pareto_records(list(self.known[rung].values()), self.plan.objectives)
+            if front:
+                return f"rung-{rung}", front
+        return None, []
+
+    def _progress(self) -> SearchProgress:
+        stage, front = self._front_now()
+        return SearchProgress(self._new_trials_done(), self.plan.trials, self._elapsed(), self.plan.time_budget,
+                              front, stage, self._median_trial_seconds(), self.plan.objectives)
+
+    def _median_trial_seconds(self) -> float | None:
+        times = [r.attrs[R.RESULT]["wall_seconds"] for known in self.known.values() for r in known.values()
+                 if R.RESULT in r.attrs]
+        return statistics.median(times) if times else None
+
+    def _median_attr(self, name: str, sampler_only: bool) -> float | None:
+        values = [t.user_attrs[name] for t in self.studies[0].get_trials(deepcopy=False)
+                  if name in t.user_attrs and (not sampler_only or str(t.user_attrs.get(R.ORIGIN, "")).startswith("sampler:"))]
+        return statistics.median(values) if values else None
+
+    # ============================================================ final stage
+    def _final_stage(self) -> tuple[str | None, list[TrialRecord]]:
+        stage, front = self._front_now()
+        if self.plan.final_seeds == 0 or not front:
+            if not front:
+                self._note("no trial finished: there is no Pareto front")
+            return stage, front
+        study = self._study(R.final_study_name(self.study_name))
+        finished: dict[str, TrialRecord] = {}
+        for trial in study.get_trials(deepcopy=False):
+            record = R.record_from_trial(trial, "final", self.plan.objectives)
+            if record.trained and record.key is not None:
+                finished.setdefault(record.key, record)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            self.storage.set_trial_user_attr(trial._trial_id, R.REASON, "interrupted: the search process ended during this trial")
+            study.tell(trial.number, state=TrialState.FAIL)
+        self._note(f"final stage: {len(front)} Pareto point(s) of {stage}, {self.plan.final_seeds} seed(s) each "
+                   "at full fidelity")
+        for record in front:
+            if record.key in finished:
+                continue
+            study.enqueue_trial(record.params, user_attrs={R.ORIGIN: f"front of {record.label}", R.KEY: record.key})
+            trial = study.ask()
+            params = self.space.suggest(trial)
+            finished[record.key] = self._final_trial(study, trial, params, record)
+        return "final", R.pareto_records([finished[r.key] for r in front if r.key in finished], self.plan.objectives)
+
+    def _final_trial(self, study: optuna.Study, trial: optuna.Trial, params: dict[str, Any],
+                     source: TrialRecord) -> TrialRecord:
+        point = self.space.decode(params)
+        adapter_params = count_trainable_params(point, self.space.model_config)
+        for name, value in ((R.KEY, source.key), (R.ADAPTER_PARAMS, adapter_params), (R.POINT, point.to_dict()),
+                            (R.DESCRIPTION, point.describe())):
+            trial.set_user_attr(name, value)
+        staging = self.run_dir / "adapters" / f".final-{trial.number}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        results: list[TrialResult] = []
+        adapter_dir: Path | None = None
+        try:
+            for index in range(self.plan.final_seeds):
+                save_dir = staging if adapter_dir is None else None
+                result = self.evaluator(point, self.plan.rungs[-1], self.plan.seed + index,
+                                        evaluate_test=True, save_dir=save_dir)
+                results.append(result)
+                if result.ok and save_dir is not None and staging.is_dir():
+                    adapter_dir = staging
+        except BaseException:
+            trial.set_user_attr(R.STATUS, INTERRUPTED)
+            trial.set_user_attr(R.REASON, "interrupted: the search stopped during this trial")
+            study.tell(trial, state=TrialState.FAIL)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        trial.set_user_attr(R.TRAINED, True)
+        trial.set_user_attr(R.SEEDS, [r.to_dict() for r in results])
+        ok = [r for r in results if r.ok]
+        if not ok:
+            trial.set_user_attr(R.STATUS, results[0].status)
+            trial.set_user_attr(R.REASON, "; ".join(sorted({r.reason or r.status for r in results})))
+            study.tell(trial, state=TrialState.FAIL)
+            shutil.rmtree(staging, ignore_errors=True)
+            return self._record(study, trial, None)
+        try:
+            per_seed = np.array([[o.value(r, adapter_params) for o in self.plan.objectives] for r in ok])
+        except KeyError as exc:
+            trial.set_user_attr(R.STATUS, "error")
+            trial.set_user_attr(R.REASON, f"error: {exc.args[0]}")
+            study.tell(trial, state=TrialState.FAIL)
+            return self._record(study, trial, None)
+        trial.set_user_attr(R.STATUS, "ok")
+        trial.set_user_attr(R.VALUES_STD, dict(zip([o.name for o in self.plan.objectives], per_seed.std(axis=0).tolist())))
+        test_names = sorted(set.intersection(*(set(r.test_metrics) for r in ok))) if ok else []
+        trial.set_user_attr(R.TEST_METRICS, {m: float(np.mean([r.test_metrics[m] for r in ok])) for m in test_names})
+        trial.set_user_attr(R.TEST_METRICS_STD, {m: float(np.std([r.test_metrics[m] for r in ok])) for m in test_names})
+        if adapter_dir is not None:
+            final_dir = self.run_dir / "adapters" / f"final-{trial.number}"
+            shutil.rmtree(final_dir, ignore_errors=True)
+            adapter_dir.rename(final_dir)
+            trial.set_user_attr(R.ADAPTER_DIR, str(final_dir.relative_to(self.run_dir)))
+        study.tell(trial, per_seed.mean(axis=0).tolist())
+        return self._record(study, trial, None)

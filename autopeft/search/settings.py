@@ -1,0 +1,243 @@
+"""Settings of one ``autopeft search`` run: a YAML/TOML file with the flags' keys, flags overriding it.
+
+Parsing of the compact forms users type (``--time-budget 1h30m``, ``--max-params 0.5%``,
+``--fidelity 0.25,0.5,1``) lives here too, so the CLI stays a thin shell.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from autopeft.errors import AutopeftError
+from autopeft.search.objectives import DEFAULT_OBJECTIVES
+from autopeft.trial.fidelity import Fidelity
+
+
+class SearchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    dataset: str
+    space: str
+    dataset_config: Optional[str] = None
+    task: Optional[str] = None
+    text_column: Optional[str] = None
+    text_pair_column: Optional[str] = None
+    label_column: Optional[str] = None
+    prompt_column: Optional[list[str]] = None
+    response_column: Optional[str] = None
+    metric: Optional[str] = None
+    objectives: list[str] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
+    trials: Optional[int] = None
+    time_budget: Optional[Union[float, str]] = None
+    sampler: str = "auto"
+    max_params: Optional[Union[float, str]] = None
+    fidelity: list[float] = Field(default_factory=lambda: [1.0])
+    fidelity_resource: Literal["data", "epochs"] = "data"
+    eta: int = 3
+    final_seeds: int = 3
+    baselines: bool = True
+    quasi_random: Optional[int] = None
+    train_examples: Optional[float] = None
+    epochs: float = 1.0
+    max_steps: Optional[int] = None
+    max_length: int = 128
+    eval_examples: Optional[int] = None
+    generation_examples: int = 0
+    max_new_tokens: int = 128
+    batch_size: int = 32
+    lr: float = 5e-4
+    bf16: bool = False
+    seed: int = 0
+    storage: Optional[str] = None
+    study_name: Optional[str] = None
+    out: Optional[str] = None
+    trust_remote_code: bool = False
+
+    @field_validator("objectives", "prompt_column", mode="before")
+    @classmethod
+    def _comma_list(cls, value):
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("time_budget")
+    @classmethod
+    def _readable_duration(cls, value):
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("max_params")
+    @classmethod
+    def _readable_budget(cls, value):
+        if value is not None:
+            parse_max_params(value, model_params=1)
+        return value
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, name):
+        from autopeft.search.samplers import SAMPLERS, canonical_sampler_name
+
+        if canonical_sampler_name(name) not in SAMPLERS:
+            raise ValueError(f"unknown sampler '{name}' (choose from: auto, {', '.join(SAMPLERS)})")
+        return name
+
+    @field_validator("fidelity", mode="before")
+    @classmethod
+    def _fractions(cls, value):
+        if isinstance(value, (int, float)):
+            return [float(value)]
+        if isinstance(value, str):
+            try:
+                return [float(part) for part in value.split(",") if part.strip()]
+            except ValueError:
+                raise ValueError("expected comma-separated fractions such as 0.25,0.5,1") from None
+        return value
+
+    @field_validator("fidelity")
+    @classmethod
+    def _increasing_to_one(cls, rungs):
+        if not rungs or any(not 0 < f <= 1 for f in rungs):
+            raise ValueError("fidelity rungs must be fractions in (0, 1]")
+        if any(b <= a for a, b in zip(rungs, rungs[1:])):
+            raise ValueError("fidelity rungs must increase")
+        if rungs[-1] != 1:
+            raise ValueError("the last fidelity rung must be 1 (full fidelity)")
+        return rungs
+
+    @property
+    def time_budget_seconds(self) -> float | None:
+        return None if self.time_budget is None else parse_duration(self.time_budget)
+
+    def public_dict(self, masked_storage: str | None) -> dict[str, Any]:
+        """The settings as written to run.json: the storage URL masked."""
+        data = self.model_dump(mode="json")
+        data["storage"] = masked_storage
+        return data
+
+
+def _normalise_keys(data: dict[str, Any]) -> dict[str, Any]:
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def read_run_config(path: str | Path) -> dict[str, Any]:
+    """A YAML (.yaml/.yml/.json) or TOML (.toml) mapping of search settings."""
+    path = Path(path)
+    if not path.is_file():
+        raise AutopeftError(f"config file '{path}' does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except ImportError:
+        raise AutopeftError("reading TOML on Python 3.10 needs `pip install tomli`") from None
+    except Exception as exc:
+        raise AutopeftError(f"config file '{path}' is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: "
+                            f"{str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise AutopeftError(f"config file '{path}' must hold a mapping of settings")
+    return _normalise_keys(data)
+
+
+def merge_settings(file_values: dict[str, Any], flag_values: dict[str, Any], source: str = "flags") -> SearchSettings:
+    """File values, overridden by every flag that was given (not None)."""
+    merged = {**file_values, **{k: v for k, v in _normalise_keys(flag_values).items() if v is not None}}
+    for required in ("model", "dataset", "space"):
+        if merged.get(required) in (None, ""):
+            raise AutopeftError(f"--{required} is required (as a flag or in the config file)")
+    try:
+        return SearchSettings.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise AutopeftError(f"{source}: setting '{field.replace('_', '-')}': {message}") from None
+
+
+_DURATION = re.compile(r"^\s*(?:(?P<h>[\d.]+)\s*h)?\s*(?:(?P<m>[\d.]+)\s*m(?:in)?)?\s*(?:(?P<s>[\d.]+)\s*s?)?\s*$")
+
+
+def parse_duration(value: float | str) -> float:
+    """``3600``, ``"90s"``, ``"15m"``, ``"2h"``, ``"1h30m"`` -> seconds."""
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value.lower())
+        if not match or not any(match.groupdict().values()):
+            raise AutopeftError(f"cannot read duration '{value}' (examples: 3600, 90s, 15m, 2h, 1h30m)")
+        parts = {k: float(v) for k, v in match.groupdict().items() if v}
+        seconds = parts.get("h", 0) * 3600 + parts.get("m", 0) * 60 + parts.get("s", 0)
+    if not seconds > 0:
+        raise AutopeftError("--time-budget must be positive")
+    return seconds
+
+
+_SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}
+
+
+def parse_max_params(value: float | str | None, model_params: int) -> int | None:
+    """``50000``, ``"1e5"``, ``"120k"``, ``"1.5M"`` or ``"0.5%"`` (of the base model) -> a count."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    try:
+        if text.endswith("%"):
+            count = float(text[:-1]) / 100 * model_params
+        elif text and text[-1] in _SUFFIXES:
+            count = float(text[:-1]) * _SUFFIXES[text[-1]]
+        else:
+            count = float(text)
+    except ValueError:
+        raise AutopeftError(f"cannot read --max-params '{value}' (examples: 50000, 1e5, 120k, 0.5%)") from None
+    if not count > 0 or not math.isfinite(count):
+        raise AutopeftError("--max-params must be positive")
+    return int(count)
+
+
+def base_fidelity(settings: SearchSettings) -> Fidelity:
+    try:
+        return Fidelity(
+            train_examples=settings.train_examples, epochs=settings.epochs, max_steps=settings.max_steps,
+            max_length=settings.max_length, eval_examples=settings.eval_examples,
+            generation_examples=settings.generation_examples, max_new_tokens=settings.max_new_tokens,
+            batch_size=settings.batch_size,
+        )
+    except ValueError as exc:
+        raise AutopeftError(str(exc)) from None
+
+
+def fidelity_rungs(full: Fidelity, fractions: list[float], resource: str) -> list[Fidelity]:
+    """One fidelity per rung: the full one with its data (or epochs) scaled by each fraction."""
+    rungs = []
+    for fraction in fractions:
+        if fraction == 1:
+            rungs.append(full)
+            continue
+        steps = None if full.max_steps is None else max(1, math.ceil(full.max_steps * fraction))
+        if resource == "epochs":
+            rungs.append(replace(full, epochs=full.epochs * fraction, max_steps=steps))
+            continue
+        examples = full.train_examples
+        if examples is None:
+            scaled = fraction
+        elif examples <= 1:
+            scaled = examples * fraction
+        else:
+            scaled = float(max(1, round(examples * fraction)))
+        rungs.append(replace(full, train_examples=scaled, max_steps=steps))
+    return rungs

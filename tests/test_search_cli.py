@@ -1,0 +1,149 @@
+"""`autopeft search` / `export` / `report` end to end: real training of a tiny BERT on a tiny synthetic task."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+import torch
+
+from autopeft.cli import main
+from autopeft.search import records as R
+from autopeft.search.evaluator import RunnerEvaluator
+from autopeft.search.run import read_run_info
+from autopeft.search.samplers import SAMPLERS
+from tests.search_helpers import LORA_SPACE, lora_builder, write_tiny_model, write_tiny_task
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("search-inputs")
+    (base / "space.yaml").write_text(LORA_SPACE)
+    return {"model": write_tiny_model(base / "model"), "dataset": write_tiny_task(base / "task"),
+            "space": str(base / "space.yaml")}
+
+
+@pytest.fixture(autouse=True)
+def lora_only_builders(monkeypatch):
+    """Build points with a plain LoRA factory, so these tests do not depend on the builders' progress."""
+    monkeypatch.setattr("autopeft.search.evaluator.builders_adapter_builder", lora_builder)
+
+
+def search_args(inputs, out, *extra):
+    return ["search", "--model", inputs["model"], "--dataset", inputs["dataset"], "--space", inputs["space"],
+            "--max-length", "16", "--batch-size", "16", "--lr", "5e-3", "--out", str(out), *extra]
+
+
+def trained(run_dir, stage="rung-0"):
+    info = read_run_info(run_dir)
+    stages = R.load_records(info.open_storage(), info.study_name, info.objectives)
+    return [r for r in stages.get(stage, []) if r.trained]
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_each_sampler_runs_the_whole_loop_and_exports_loadable_adapters(inputs, tmp_path, sampler):
+    if sampler == "botorch":
+        pytest.importorskip("botorch")
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    run = tmp_path / "run"
+    main(search_args(inputs, run, "--trials", "6", "--sampler", sampler, "--final-seeds", "1"))
+    assert len(trained(run)) == 6
+    main(["export", str(run)])
+    pareto = json.loads((run / "export" / "pareto.json").read_text())
+    assert pareto["front_stage"] == "final" and pareto["points"]
+    for point in pareto["points"]:
+        folder = run / "export" / point["adapter"]
+        assert (folder / "adapter_model.safetensors").is_file() and (folder / "point.yaml").is_file()
+        base = AutoModelForSequenceClassification.from_pretrained(inputs["model"])
+        model = PeftModel.from_pretrained(base, folder)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([[101, 2204, 102]])).logits
+        assert logits.shape == (1, 2)
+    rows = (run / "export" / "trials.csv").read_text().splitlines()
+    assert rows[0].startswith("stage,number,state") and len(rows) > 6
+
+
+def test_successive_halving_report_and_optuna_storage(inputs, tmp_path):
+    run = tmp_path / "run"
+    main(search_args(inputs, run, "--trials", "6", "--sampler", "random", "--fidelity", "0.5,1", "--eta", "2",
+                     "--final-seeds", "2", "--max-params", "2500"))
+    assert trained(run, "rung-1")
+    final = trained(run, "final")
+    assert final and all(len(r.attrs[R.SEEDS]) == 2 and "accuracy" in r.attrs[R.TEST_METRICS] for r in final)
+    main(["report", str(run)])
+    for name in ("pareto.png", "pareto.html", "hypervolume.png", "heatmap.png", "summary.md"):
+        assert (run / "report" / name).stat().st_size > 0
+    summary = (run / "report" / "summary.md").read_text()
+    assert "## Pareto front (final" in summary and "test accuracy" in summary
+    # a plain Optuna storage: optuna-dashboard lists these studies
+    names = {s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{run / 'study.db'}")}
+    assert names == {"tiny-lora-task", "tiny-lora-task/rung-1", "tiny-lora-task/final"}
+
+
+def test_an_interrupted_search_resumes_with_the_same_command(inputs, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    args = search_args(inputs, run, "--trials", "5", "--sampler", "tpe", "--final-seeds", "0",
+                       "--storage", str(tmp_path / "journal.log"), "--study-name", "resumable")
+    real_call = RunnerEvaluator.__call__
+    calls = []
+
+    def interrupt_on_third(self, point, *a, **k):
+        calls.append(point)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_call(self, point, *a, **k)
+
+    monkeypatch.setattr(RunnerEvaluator, "__call__", interrupt_on_third)
+    try:  # typer turns Ctrl-C into exit code 130 (returned by app() in non-standalone mode)
+        main(args)
+    except SystemExit as exit_info:
+        assert exit_info.code == 130
+    assert len(trained(run)) == 2
+    monkeypatch.setattr(RunnerEvaluator, "__call__", real_call)
+    main(args)
+    records = R.load_records(read_run_info(run).open_storage(), "resumable", read_run_info(run).objectives)["rung-0"]
+    assert sum(r.trained for r in records) == 5
+    failed = [r for r in records if r.state == "fail"]
+    assert len(failed) == 1 and failed[0].attrs[R.REASON].startswith("interrupted")
+
+
+def test_config_file_with_flags_overriding_it(inputs, tmp_path):
+    config = tmp_path / "search.toml"
+    config.write_text(f'model = "{inputs["model"]}"\ndataset = "{inputs["dataset"]}"\nspace = "{inputs["space"]}"\n'
+                      'trials = 99\nsampler = "random"\nfinal-seeds = 0\nmax-length = 16\nbatch-size = 16\n'
+                      'objectives = "metric,params,memory"\n')
+    run = tmp_path / "run"
+    main(["search", "--config", str(config), "--trials", "2", "--out", str(run)])
+    info = read_run_info(run)
+    assert info.settings["trials"] == 2 and info.settings["sampler"] == "random"
+    assert [o.name for o in info.objectives] == ["accuracy", "params", "memory"]
+    assert len(trained(run)) == 2
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--sampler", "annealing"], "unknown sampler 'annealing'"),
+    (["--max-params", "lots"], "cannot read --max-params 'lots'"),
+    (["--fidelity", "0.5,0.25,1"], "fidelity rungs must increase"),
+    (["--objectives", "params,metric"], "the first objective must be the task metric"),
+    (["--time-budget", "soon"], "cannot read duration 'soon'"),
+])
+def test_bad_search_input_is_a_one_line_error(inputs, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(search_args(inputs, tmp_path / "run", "--trials", "1", *extra))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1]
+    assert not (tmp_path / "run" / "study.db").exists() or "sampler" in message
+
+
+def test_storage_credentials_never_reach_output_or_run_files(inputs, tmp_path, capsys):
+    url = "postgresql://alice:hunter2@127.0.0.1:1/autopeft"
+    with pytest.raises(SystemExit):
+        main(search_args(inputs, tmp_path / "run", "--trials", "1", "--storage", url))
+    captured = capsys.readouterr()
+    assert "hunter2" not in captured.err + captured.out and "alice" not in captured.err + captured.out
+    for path in tmp_path.rglob("*.json"):
+        assert "hunter2" not in path.read_text()

@@ -1,0 +1,251 @@
+"""The search engine with a synthetic evaluator (no training): budget, dedup, MO-ASHA, final stage, resume."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+
+from autopeft.errors import AutopeftError
+from autopeft.search import SearchEngine, SearchPlan, open_storage, parse_objectives
+from autopeft.search import records as R
+from autopeft.search.engine import point_key
+from autopeft.search.initial_design import BASELINES, baseline_params, quasi_random_params
+from autopeft.search.pareto import hypervolume, hypervolume_contributions, nondominated_ranks, promotion_order
+from autopeft.space import SearchSpace, count_trainable_params, parse_space
+from autopeft.trial.fidelity import Fidelity
+from autopeft.trial.result import ERROR, TrialResult
+from tests.conftest import tiny_bert_config
+from tests.search_helpers import LORA_SPACE
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+OBJECTIVES = parse_objectives(["metric", "params"], "accuracy", True)
+
+
+def lora_space() -> SearchSpace:
+    import yaml
+
+    return SearchSpace(parse_space(yaml.safe_load(LORA_SPACE), "tiny"), tiny_bert_config(), "tiny")
+
+
+class FakeEvaluator:
+    """accuracy grows with the adapter size and the data fraction; records every call."""
+
+    def __init__(self, space, fail_descriptions=(), interrupt_at: int | None = None):
+        self.space, self.calls = space, []
+        self.fail_descriptions, self.interrupt_at = fail_descriptions, interrupt_at
+
+    def __call__(self, point, fidelity, seed, *, evaluate_test=False, save_dir=None):
+        if self.interrupt_at is not None and len(self.calls) == self.interrupt_at:
+            raise KeyboardInterrupt
+        self.calls.append((point_key(point), fidelity.train_examples, seed))
+        if point.describe() in self.fail_descriptions:
+            return TrialResult(status=ERROR, reason="error: RuntimeError: boom")
+        params = count_trainable_params(point, self.space.model_config)
+        accuracy = 0.5 + 0.4 * (1 - math.exp(-params / 1500)) + 0.05 * (fidelity.train_examples or 1) + 0.002 * seed
+        return TrialResult(metrics={"accuracy": accuracy}, test_metrics={"accuracy": accuracy - 0.01},
+                           wall_seconds=0.5, eval_examples_per_second=100.0)
+
+
+def make_engine(tmp_path, evaluator, space=None, study="s", **plan):
+    plan.setdefault("rungs", [Fidelity()])
+    plan.setdefault("trials", 6)
+    plan.setdefault("sampler", "random")
+    plan.setdefault("final_seeds", 0)
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    return SearchEngine(space or lora_space(), evaluator, SearchPlan(objectives=OBJECTIVES, **plan), storage, study,
+                        tmp_path), storage
+
+
+def stage_records(storage, study="s"):
+    return R.load_records(storage, study, OBJECTIVES)
+
+
+def test_pareto_ranks_hypervolume_and_promotion_order():
+    losses = np.array([[0, 3], [1, 1], [3, 0], [2, 2], [4, 4.0]])
+    assert nondominated_ranks(losses).tolist() == [0, 0, 0, 1, 2]
+    assert hypervolume(losses[:3], np.array([4.0, 4.0])) == pytest.approx(4 + 6 + 1 + 0)  # 11 by hand: union of boxes
+    contributions = hypervolume_contributions(losses[:3], np.array([4.0, 4.0]))
+    assert contributions[1] == pytest.approx(4.0) and contributions[0] == pytest.approx(1.0)
+    assert promotion_order(losses).tolist()[:1] == [1] and promotion_order(losses).tolist()[-2:] == [3, 4]
+
+
+def test_baselines_are_enqueued_only_when_the_space_expresses_them():
+    config = tiny_bert_config()
+    autopeft = SearchSpace.from_file("search_spaces/autopeft.yaml", config)
+    expressed = {b.name: baseline_params(autopeft, b)[0] is not None for b in BASELINES}
+    assert expressed == {"lora": False, "pfeiffer": True, "parallel_adapter": True, "prefix": True, "mam": True}
+    params, _ = baseline_params(autopeft, BASELINES[-1])
+    assert set(autopeft.decode(params).modules) == {"prefix", "parallel_adapter"}
+    lora = lora_space()
+    params, why = baseline_params(lora, BASELINES[0])
+    point = lora.decode(params)
+    assert point.modules["lora"].targets == ("query", "value") and set(point.modules["lora"].sizes.values()) == {8}
+    assert "cannot express" in baseline_params(lora, BASELINES[1])[1]
+    for params in quasi_random_params(SearchSpace.from_file("search_spaces/unified.yaml", config), 8, seed=0):
+        SearchSpace.from_file("search_spaces/unified.yaml", config).validate_params(params)
+
+
+def test_over_budget_points_are_pruned_before_training_and_duplicates_reuse_results(tmp_path):
+    space = lora_space()
+    evaluator = FakeEvaluator(space)
+    engine, storage = make_engine(tmp_path, evaluator, space, trials=6, max_params=1200)  # 7 points fit
+    outcome = engine.run()
+    rung0 = stage_records(storage)["rung-0"]
+    assert sum(r.trained for r in rung0) == 6
+    keys = [call[0] for call in evaluator.calls]
+    assert len(keys) == len(set(keys)) == 6                      # nothing trained twice
+    assert all(count_trainable_params(space.decode(r.params), space.model_config) <= 1200 for r in rung0 if r.trained)
+    pruned = [r for r in rung0 if r.state == "pruned"]
+    assert pruned and all("over --max-params" in r.attrs[R.REASON] for r in pruned)
+    duplicates = [r for r in rung0 if R.DUPLICATE_OF in r.attrs]
+    for record in duplicates:
+        assert record.values == rung0[record.attrs[R.DUPLICATE_OF]].values
+    assert all(r.attrs[R.SUGGEST_SECONDS] >= 0 for r in rung0)
+    assert any("initial point baseline:lora skipped: 2,048 params" in note for note in outcome.notes)
+    assert outcome.front and outcome.stopped_because == "trial budget reached"
+
+
+def test_a_budget_that_leaves_too_few_points_ends_the_search(tmp_path):
+    space = lora_space()
+    engine, storage = make_engine(tmp_path, FakeEvaluator(space), space, trials=20, max_params=1200)
+    outcome = engine.run()
+    assert sum(r.trained for r in stage_records(storage)["rung-0"]) == 7  # every point within the budget
+    assert outcome.stopped_because == "no new point within --max-params found by random sampling"
+
+
+def test_failed_trials_keep_status_and_reason(tmp_path):
+    space = lora_space()
+    evaluator = FakeEvaluator(space, fail_descriptions={"lora size 8 on 2 layer(s)"})
+    engine, storage = make_engine(tmp_path, evaluator, space, trials=3)
+    engine.run()
+    first = stage_records(storage)["rung-0"][0]  # the LoRA r=8 baseline
+    assert first.state == "fail" and first.attrs[R.STATUS] == "error" and "boom" in first.attrs[R.REASON]
+
+
+def test_mo_asha_promotes_the_top_third_and_the_final_stage_averages_seeds(tmp_path):
+    space = lora_space()
+    evaluator = FakeEvaluator(space)
+    rungs = [Fidelity(train_examples=f) for f in (0.25, 0.5)] + [Fidelity()]
+    engine, storage = make_engine(tmp_path, evaluator, space, trials=9, rungs=rungs, eta=3, final_seeds=2)
+    outcome = engine.run()
+    stages = stage_records(storage)
+    assert sum(r.trained for r in stages["rung-0"]) == 9
+    promoted = stages["rung-1"]
+    # asynchronous SH: the top third changes as results arrive, so at least 9 // 3 get promoted
+    assert 3 <= len(promoted) < 9 and 1 <= len(stages["rung-2"]) < len(promoted)
+    first_three = R.distinct_complete(stages["rung-0"])[:3]
+    best = first_three[promotion_order(np.array([r.losses(OBJECTIVES) for r in first_three]))[0]]
+    assert promoted[0].key == best.key  # promoted as soon as rung 0 held eta results: the best by rank / HV
+    for record in promoted:  # promoted points are ones finished at rung 0, re-trained on more data
+        source = [r for r in stages["rung-0"] if r.key == record.key]
+        assert source and record.attrs[R.ORIGIN].startswith("promoted from rung-0#")
+    assert {c[1] for c in evaluator.calls} == {0.25, 0.5, None}
+    final = stages["final"]
+    assert outcome.front_stage == "final" and final
+    assert all(len(r.attrs[R.SEEDS]) == 2 for r in final)
+    seeds = [c[2] for c in evaluator.calls if c[1] is None]
+    assert set(seeds) == {0, 1}
+    record = final[0]
+    assert record.values["accuracy"] == pytest.approx(np.mean([s["metrics"]["accuracy"] for s in record.attrs[R.SEEDS]]))
+    assert record.attrs[R.VALUES_STD]["accuracy"] == pytest.approx(0.001)
+    assert "accuracy" in record.attrs[R.TEST_METRICS]
+
+
+def test_interrupted_search_resumes_without_redoing_finished_trials(tmp_path):
+    space = lora_space()
+    engine, storage = make_engine(tmp_path, FakeEvaluator(space, interrupt_at=3), space, trials=6)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run()
+    interrupted = [r for r in stage_records(storage)["rung-0"] if r.state == "fail"]
+    assert len(interrupted) == 1 and "interrupted" in interrupted[0].attrs[R.REASON]
+    done_before = {r.key for r in stage_records(storage)["rung-0"] if r.trained}
+    assert len(done_before) == 3
+
+    resumed = FakeEvaluator(space)
+    engine, storage = make_engine(tmp_path, resumed, space, trials=6)
+    engine.run()
+    rung0 = stage_records(storage)["rung-0"]
+    assert sum(r.trained for r in rung0) == 6
+    assert not done_before & {c[0] for c in resumed.calls}           # finished trials were not redone
+    assert resumed.calls[0][0] == interrupted[0].key                  # the interrupted point was retried first
+    assert [r for r in rung0 if r.attrs.get(R.ORIGIN, "").startswith("retry of #")]
+
+
+def test_resuming_with_other_objectives_is_refused(tmp_path):
+    space = lora_space()
+    engine, storage = make_engine(tmp_path, FakeEvaluator(space), space, trials=2)
+    engine.run()
+    other = parse_objectives(["metric", "params", "latency"], "accuracy", True)
+    with pytest.raises(AutopeftError, match="different objectives"):
+        SearchEngine(space, FakeEvaluator(space), SearchPlan(objectives=other, rungs=[Fidelity()], trials=2,
+                                                             sampler="random", final_seeds=0),
+                     storage, "s", tmp_path).run()
+
+
+def test_model_based_sampler_never_proposes_over_budget_or_seen_points(tmp_path):
+    pytest.importorskip("botorch")
+    space = lora_space()
+    evaluator = FakeEvaluator(space)
+    engine, storage = make_engine(tmp_path, evaluator, space, trials=7, sampler="botorch", max_params=1500,
+                                  quasi_random=2)
+    engine.run()
+    proposed = [r for r in stage_records(storage)["rung-0"] if r.attrs[R.ORIGIN] == "sampler:botorch"]
+    assert proposed and all(r.trained and r.attrs[R.ADAPTER_PARAMS] <= 1500 for r in proposed)
+
+
+def test_trials_left_running_by_a_dead_process_are_failed_and_retried(tmp_path):
+    space = lora_space()
+    engine, storage = make_engine(tmp_path, FakeEvaluator(space), space, trials=2)
+    engine.run()
+    study = optuna.load_study(study_name="s", storage=storage)
+    orphan = study.ask()                      # a process that died mid-trial leaves it RUNNING
+    params = space.suggest(orphan)
+    storage.set_trial_user_attr(orphan._trial_id, R.KEY, point_key(space.decode(params)))
+    resumed = FakeEvaluator(space)
+    engine, storage = make_engine(tmp_path, resumed, space, trials=3)
+    engine.run()
+    record = stage_records(storage)["rung-0"][orphan.number]
+    assert record.state == "fail" and record.attrs[R.REASON].startswith("interrupted: the search process ended")
+    assert any(n.startswith(f"rung-0 trial #{orphan.number} was interrupted") for n in engine.notes)
+    assert resumed.calls[0][0] == point_key(space.decode(params))
+
+
+def test_settings_merge_file_and_flags_and_read_compact_forms(tmp_path):
+    from autopeft.search.settings import (
+        fidelity_rungs, merge_settings, parse_duration, parse_max_params, read_run_config)
+
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\ndataset: d\nspace: s.yaml\ntime-budget: 1h30m\nfidelity: 0.25,0.5,1\ntrials: 7\n")
+    settings = merge_settings(read_run_config(path), {"trials": 3, "sampler": None})
+    assert settings.trials == 3 and settings.time_budget_seconds == 5400 and settings.fidelity == [0.25, 0.5, 1.0]
+    with pytest.raises(AutopeftError, match="setting 'unknown-key'"):
+        merge_settings({"model": "m", "dataset": "d", "space": "s", "unknown_key": 1}, {})
+    with pytest.raises(AutopeftError, match="--space is required"):
+        merge_settings({"model": "m", "dataset": "d"}, {})
+    assert parse_duration("90s") == 90 and parse_duration(60) == 60
+    assert parse_max_params("0.5%", 2_000_000) == 10_000 and parse_max_params("120k", 1) == 120_000
+    rungs = fidelity_rungs(Fidelity(train_examples=1000, max_steps=40), [0.25, 1.0], "data")
+    assert rungs[0].train_examples == 250 and rungs[0].max_steps == 10 and rungs[1] == Fidelity(train_examples=1000, max_steps=40)
+    assert fidelity_rungs(Fidelity(epochs=4), [0.5, 1.0], "epochs")[0].epochs == 2
+
+
+def test_storage_urls_are_masked():
+    from autopeft.search.storage import mask_url
+
+    assert mask_url("postgresql+psycopg2://bob:s3cret@db.example:5432/x") == "postgresql+psycopg2://***@db.example:5432/x"
+    assert mask_url("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+
+
+def test_closed_form_ehvi_matches_monte_carlo():
+    from autopeft.search.samplers.botorch import expected_improvement_2d
+
+    front, reference = np.array([[0.2, 3.0], [0.5, 2.0], [0.9, 1.0]]), np.array([1.2, 3.5])
+    mean, std, known = np.array([0.3, 0.6, 1.0, 0.1]), np.array([0.1, 0.2, 0.05, 0.3]), np.array([2.5, 1.5, 0.5, 3.2])
+    exact = expected_improvement_2d(front, reference, mean, std, known)
+    rng, base = np.random.default_rng(0), hypervolume(front, reference)
+    sampled = [np.mean([hypervolume(np.vstack([front, [a, k]]), reference) - base for a in rng.normal(m, s, 1500)])
+               for m, s, k in zip(mean, std, known)]
+    assert exact == pytest.approx(sampled, rel=0.06)
