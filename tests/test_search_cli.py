@@ -67,12 +67,14 @@ def test_each_sampler_runs_the_whole_loop_and_exports_loadable_adapters(inputs, 
 
 
 def test_successive_halving_report_and_optuna_storage(inputs, tmp_path):
+    pytest.importorskip("plotly")  # the [report] extra
     run = tmp_path / "run"
     main(search_args(inputs, run, "--trials", "6", "--sampler", "random", "--fidelity", "0.5,1", "--eta", "2",
                      "--final-seeds", "2", "--max-params", "2500"))
     assert trained(run, "rung-1")
     final = trained(run, "final")
     assert final and all(len(r.attrs[R.SEEDS]) == 2 and "accuracy" in r.attrs[R.TEST_METRICS] for r in final)
+    run = run.rename(tmp_path / "moved")  # the default SQLite study moves with its run folder
     main(["report", str(run)])
     for name in ("pareto.png", "pareto.html", "hypervolume.png", "heatmap.png", "summary.md"):
         assert (run / "report" / name).stat().st_size > 0
@@ -108,6 +110,10 @@ def test_an_interrupted_search_resumes_with_the_same_command(inputs, tmp_path, m
     assert sum(r.trained for r in records) == 5
     failed = [r for r in records if r.state == "fail"]
     assert len(failed) == 1 and failed[0].attrs[R.REASON].startswith("interrupted")
+    main(["export", str(run)])  # no final stage: points without adapter weights, said so
+    pareto = json.loads((run / "export" / "pareto.json").read_text())
+    assert pareto["front_stage"] == "rung-0" and all(p["adapter"] is None and "final stage" in p["note"]
+                                                     for p in pareto["points"])
 
 
 def test_config_file_with_flags_overriding_it(inputs, tmp_path):

@@ -46,15 +46,16 @@ class FakeEvaluator:
         params = count_trainable_params(point, self.space.model_config)
         accuracy = 0.5 + 0.4 * (1 - math.exp(-params / 1500)) + 0.05 * (fidelity.train_examples or 1) + 0.002 * seed
         return TrialResult(metrics={"accuracy": accuracy}, test_metrics={"accuracy": accuracy - 0.01},
-                           wall_seconds=0.5, eval_examples_per_second=100.0)
+                           wall_seconds=0.5, eval_examples_per_second=1000.0 / (1 + params / 1000))
 
 
-def make_engine(tmp_path, evaluator, space=None, study="s", **plan):
+def make_engine(tmp_path, evaluator, space=None, study="s", storage=None, **plan):
+    """An engine on an in-memory Optuna storage (pass the same storage again to resume); the CLI tests use SQLite."""
     plan.setdefault("rungs", [Fidelity()])
     plan.setdefault("trials", 6)
     plan.setdefault("sampler", "random")
     plan.setdefault("final_seeds", 0)
-    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    storage = storage or optuna.storages.InMemoryStorage()
     return SearchEngine(space or lora_space(), evaluator, SearchPlan(objectives=OBJECTIVES, **plan), storage, study,
                         tmp_path), storage
 
@@ -165,7 +166,7 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(tmp_path):
     assert len(done_before) == 3
 
     resumed = FakeEvaluator(space)
-    engine, storage = make_engine(tmp_path, resumed, space, trials=6)
+    engine, storage = make_engine(tmp_path, resumed, space, storage=storage, trials=6)
     engine.run()
     rung0 = stage_records(storage)["rung-0"]
     assert sum(r.trained for r in rung0) == 6
@@ -205,7 +206,7 @@ def test_trials_left_running_by_a_dead_process_are_failed_and_retried(tmp_path):
     params = space.suggest(orphan)
     storage.set_trial_user_attr(orphan._trial_id, R.KEY, point_key(space.decode(params)))
     resumed = FakeEvaluator(space)
-    engine, storage = make_engine(tmp_path, resumed, space, trials=3)
+    engine, storage = make_engine(tmp_path, resumed, space, storage=storage, trials=3)
     engine.run()
     record = stage_records(storage)["rung-0"][orphan.number]
     assert record.state == "fail" and record.attrs[R.REASON].startswith("interrupted: the search process ended")
@@ -249,3 +250,25 @@ def test_closed_form_ehvi_matches_monte_carlo():
     sampled = [np.mean([hypervolume(np.vstack([front, [a, k]]), reference) - base for a in rng.normal(m, s, 1500)])
                for m, s, k in zip(mean, std, known)]
     assert exact == pytest.approx(sampled, rel=0.06)
+
+
+def test_time_budget_stops_the_search(tmp_path):
+    space = lora_space()
+    engine, storage = make_engine(tmp_path, FakeEvaluator(space), space, trials=None, time_budget=1e-6)
+    outcome = engine.run()
+    assert outcome.stopped_because == "time budget reached"
+    assert sum(r.trained for r in stage_records(storage).get("rung-0", [])) == 0
+
+
+def test_botorch_with_a_third_measured_objective_uses_qlogehvi(tmp_path):
+    pytest.importorskip("botorch")
+    space = lora_space()
+    objectives = parse_objectives(["metric", "params", "latency"], "accuracy", True)
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    plan = SearchPlan(objectives=objectives, rungs=[Fidelity()], trials=6, sampler="botorch", final_seeds=0,
+                      quasi_random=2)
+    SearchEngine(space, FakeEvaluator(space), plan, storage, "s", tmp_path).run()
+    rung0 = R.load_records(storage, "s", objectives)["rung-0"]
+    proposed = [r for r in rung0 if r.attrs[R.ORIGIN] == "sampler:botorch"]
+    assert len(proposed) >= 3 and all(r.complete and r.values["latency"] > 0 for r in proposed)
+    assert len({r.key for r in rung0}) == len(rung0)

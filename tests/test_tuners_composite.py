@@ -202,8 +202,7 @@ def test_missing_adapter_keys_warn(tmp_path):
 @pytest.mark.parametrize(
     "components, message",
     [
-        ([LoraConfig(target_modules=["query"]), IA3Config(target_modules=["query"], feedforward_modules=[])],
-         "arbitrary"),
+        ([LoraConfig(target_modules=["query"]), LoraConfig(r=4, target_modules=["query"])], "arbitrary"),
         ([LNTuningConfig(target_modules=["output.LayerNorm"]), BitFitConfig(target_modules=["LayerNorm"])],
          "to itself"),
         ([LNTuningConfig(target_modules=["attention.output"]), LoraConfig(target_modules=["dense"])], "would copy"),
@@ -275,3 +274,15 @@ def test_every_method_in_one_adapter(arch, build, tmp_path):
     assert (logits(loaded, ids) - trained).abs().max().item() <= 1e-5
     unloaded = loaded.unload()
     assert not any(isinstance(m, BaseTunerLayer) for m in unloaded.modules())
+
+
+def test_lora_and_ia3_on_one_module_nest_in_a_fixed_order(tiny_bert):
+    """Every ranked method has its own rank, so a shared module gets one order: IA3 scales LoRA's output."""
+    from peft.tuners.ia3 import IA3Layer
+    from peft.tuners.lora import LoraLayer
+
+    config = CompositeConfig(task_type="SEQ_CLS", components=[
+        IA3Config(target_modules=["query"], feedforward_modules=[]), LoraConfig(target_modules=["query"])])
+    model = get_peft_model(tiny_bert, config)
+    query = model.base_model.model.bert.encoder.layer[0].attention.self.query
+    assert isinstance(query, IA3Layer) and isinstance(query.base_layer, LoraLayer)

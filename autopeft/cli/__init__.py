@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _quiet_libraries()
     try:
-        app(args=argv, standalone_mode=False)
+        # non-standalone click returns exit codes (typer.Exit, Ctrl-C) instead of raising them
+        code = app(args=argv, standalone_mode=False)
     except AutopeftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -43,3 +44,5 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(2)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -40,7 +41,7 @@ def front_table(front, objectives, title: str) -> Table:
         cells = []
         for objective in objectives:
             value = record.values[objective.name]
-            std = record.attrs.get("values_std", {}).get(objective.name)
+            std = (record.attrs.get("values_std") or {}).get(objective.name)
             text = _format_count(value) if objective.name == "params" else f"{value:.4g}"
             cells.append(text + (f" ± {std:.2g}" if std and objective.name != "params" else ""))
         table.add_row(record.label, *cells, record.attrs.get("description", ""))
@@ -55,7 +56,7 @@ class RichObserver:
         self.task_id = task_id
 
     def on_note(self, message: str) -> None:
-        self.progress.console.print(f"[dim]note:[/dim] {message}")
+        self.progress.console.print(f"[dim]note:[/dim] {escape(message)}")
 
     def on_trial(self, record, progress) -> None:
         objectives = progress.objectives
@@ -66,7 +67,8 @@ class RichObserver:
                 for o in objectives)
         else:
             outcome = f"{record.state}: {record.attrs.get('reason', '')}"
-        self.progress.console.print(f"{record.label:>12} {record.attrs.get('description', '')} -> {outcome}")
+        line = f"{record.label:>12} {record.attrs.get('description', '')} -> {outcome}"
+        self.progress.console.print(escape(line))
         best = max((r.values[metric.name] for r in progress.front), default=None) if metric.maximize else \
             min((r.values[metric.name] for r in progress.front), default=None)
         front = f"front {len(progress.front)} pts ({progress.front_stage})" if progress.front else "no front yet"

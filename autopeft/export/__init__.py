@@ -93,12 +93,13 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, storage: str 
             folder.mkdir()
             summary = point_summary(record, results)
             adapter = record.attrs.get(R.ADAPTER_DIR)
-            if adapter and (run_dir / adapter).is_dir():
+            if adapter and (run_dir / adapter / "adapter_config.json").is_file():
                 shutil.copytree(run_dir / adapter, folder, dirs_exist_ok=True)
                 summary["adapter"] = folder.name
             else:
                 summary["adapter"] = None
-                summary["note"] = "no trained adapter: the final stage did not run for this point (--final-seeds 0)"
+                summary["note"] = ("no PEFT module in this point (task head only)" if not record.attrs.get(R.POINT, {}).get("modules")
+                                   else "no trained adapter: the final stage did not run for this point (--final-seeds 0)")
             (folder / "point.yaml").write_text(yaml.safe_dump(record.attrs.get(R.POINT, {}), sort_keys=False))
             (folder / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
             summaries.append(summary)

@@ -8,7 +8,6 @@ written beside the target and renamed into place at the end.
 
 from __future__ import annotations
 
-import math
 import shutil
 import statistics
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 from autopeft.errors import AutopeftError
 from autopeft.search import records as R
 from autopeft.search.atomic import replace_dir, temp_dir_beside
-from autopeft.search.pareto import hypervolume, reference_point
+from autopeft.search.pareto import hypervolume
 from autopeft.search.records import TrialRecord, distinct_complete
 from autopeft.search.results import RunResults, load_results
 from autopeft.space.schema import MODULE_TYPES
@@ -44,13 +43,16 @@ def _plotly():
 
 
 def hypervolume_history(records: list[TrialRecord], objectives) -> list[tuple[int, float]]:
-    """(trial number, hypervolume of the distinct complete trials so far), with one reference point for the run."""
+    """(trial number, hypervolume of the distinct complete trials so far); objectives in the loss space
+    (params on a log scale), scaled to [0, 1] over the run so runs and objectives compare."""
     done = distinct_complete(sorted(records, key=lambda r: r.number))
     if not done:
         return []
     losses = np.array([r.losses(objectives) for r in done])
-    reference = reference_point(losses)
-    return [(record.number, hypervolume(losses[: i + 1], reference)) for i, record in enumerate(done)]
+    low, span = losses.min(axis=0), np.ptp(losses, axis=0)
+    normalised = (losses - low) / np.where(span > 0, span, 1.0)  # each objective in [0, 1] over this run
+    reference = np.full(losses.shape[1], 1.1)
+    return [(record.number, hypervolume(normalised[: i + 1], reference)) for i, record in enumerate(done)]
 
 
 def layer_usage(front: list[TrialRecord], num_layers: int) -> tuple[list[str], np.ndarray]:
@@ -131,23 +133,26 @@ def _hypervolume_png(history: list[tuple[int, float]], path: Path) -> None:
     if history:
         ax.step([n + 1 for n, _ in history], [hv for _, hv in history], where="post")
     ax.set_xlabel("rung-0 trials")
-    ax.set_ylabel("hypervolume (normalised objectives)")
+    ax.set_ylabel("hypervolume (objectives scaled to [0, 1], ref 1.1)")
     ax.set_title("hypervolume vs trials")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def _heatmap_png(names: list[str], counts: np.ndarray, path: Path) -> None:
+def _heatmap_png(names: list[str], counts: np.ndarray, front_size: int, path: Path) -> None:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4, 0.45 * counts.shape[1] + 2), max(2, 0.5 * len(names) + 1.5)))
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * counts.shape[1] + 3), max(2.5, 0.5 * len(names) + 1.5)))
     if names:
-        image = ax.imshow(counts, aspect="auto", cmap="viridis")
+        image = ax.imshow(counts, aspect="auto", cmap="viridis", vmin=0, vmax=max(front_size, 1))
         fig.colorbar(image, ax=ax, label="Pareto points")
         ax.set_yticks(range(len(names)), names)
+        for (row, column), value in np.ndenumerate(counts):
+            ax.text(column, row, f"{value:.0f}", ha="center", va="center", fontsize=8,
+                    color="white" if value < max(front_size, 1) / 2 else "black")
     ax.set_xticks(range(counts.shape[1]))
     ax.set_xlabel("layer")
-    ax.set_title("module types of the Pareto points per layer")
+    ax.set_title("module types of the Pareto points, per layer", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -216,7 +221,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, storage: st
             _pareto_html(results, staging / "pareto.html")
         _hypervolume_png(history, staging / "hypervolume.png")
         names, counts = layer_usage(results.front, results.info.num_layers)
-        _heatmap_png(names, counts, staging / "heatmap.png")
+        _heatmap_png(names, counts, len(results.front), staging / "heatmap.png")
         (staging / "summary.md").write_text(summary_markdown(results, history))
         replace_dir(staging, out)
     except BaseException:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from autopeft.errors import AutopeftError
 from autopeft.search import records as R
@@ -64,6 +64,8 @@ class SearchPlan:
             raise AutopeftError("at least one fidelity rung is needed")
         if self.eta < 2:
             raise AutopeftError("--eta must be at least 2")
+        if self.trials is None and self.time_budget is None:
+            raise AutopeftError("give --trials or --time-budget (a search needs an end)")
         if self.trials is not None and self.trials < 1:
             raise AutopeftError("--trials must be at least 1")
         if self.time_budget is not None and self.time_budget <= 0:
@@ -232,10 +234,12 @@ class SearchEngine:
                 self.storage.set_trial_user_attr(trial._trial_id, R.STATUS, INTERRUPTED)
                 self.storage.set_trial_user_attr(trial._trial_id, R.REASON, reason)
                 study.tell(trial.number, state=TrialState.FAIL)
-                if not str(trial.user_attrs.get(R.ORIGIN, "")).startswith(RETRY_PREFIX) and trial.params:
+                retry = not str(trial.user_attrs.get(R.ORIGIN, "")).startswith(RETRY_PREFIX) and bool(trial.params)
+                if retry:
                     study.enqueue_trial(trial.params, user_attrs={
                         R.ORIGIN: f"{RETRY_PREFIX}#{trial.number}", R.KEY: trial.user_attrs.get(R.KEY)})
-                self._note(f"rung-{rung} trial #{trial.number} was interrupted; marked failed and queued again")
+                self._note(f"rung-{rung} trial #{trial.number} was interrupted; marked failed"
+                           + (" and queued again" if retry else " (already a retry: not queued again)"))
 
     def _initial_design(self) -> None:
         study = self.studies[0]

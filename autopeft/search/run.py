@@ -32,6 +32,7 @@ class RunInfo:
     study_name: str
     storage: str                 # masked when it holds credentials
     storage_has_credentials: bool
+    storage_in_run_dir: bool     # the default SQLite file: found again even when the folder moved
     objectives: list[Objective]
     metric: str
     num_layers: int
@@ -41,6 +42,8 @@ class RunInfo:
         if override is None and self.storage_has_credentials:
             raise AutopeftError(f"the storage of run '{self.run_dir}' holds credentials that were not saved; "
                                 "pass it again with --storage")
+        if override is None and self.storage_in_run_dir:
+            return open_storage(default_storage(self.run_dir))
         return open_storage(override or self.storage)
 
 
@@ -53,8 +56,9 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
         raise AutopeftError(f"'{run_dir}' is not a search run folder (no {RUN_FILE})")
     data = json.loads(path.read_text())
     objectives = [Objective(o["name"], o["maximize"], o["log_scale"]) for o in data["objectives"]]
-    return RunInfo(run_dir, data["study_name"], data["storage"], data["storage_has_credentials"], objectives,
-                   data["metric"], data["num_layers"], data["settings"])
+    return RunInfo(run_dir, data["study_name"], data["storage"], data["storage_has_credentials"],
+                   data.get("storage_in_run_dir", False), objectives, data["metric"], data["num_layers"],
+                   data["settings"])
 
 
 def _slug(text: str) -> str:
@@ -98,12 +102,13 @@ def run_search(settings: SearchSettings, observer: SearchObserver | None = None,
     if canonical_sampler_name(settings.sampler) == "botorch" and not botorch_available():
         raise AutopeftError("sampler 'botorch' needs BoTorch: pip install 'autopeft[botorch]'")
     storage = open_storage(storage_url)
-    info = RunInfo(run_dir, study_name, mask_url(storage_url), has_credentials(storage_url), objectives,
-                   spec.metric, space.dims.num_layers, settings.public_dict(mask_url(storage_url)))
+    info = RunInfo(run_dir, study_name, mask_url(storage_url), has_credentials(storage_url), settings.storage is None,
+                   objectives, spec.metric, space.dims.num_layers, settings.public_dict(mask_url(storage_url)))
     write_json(run_dir / RUN_FILE, {
         "study_name": study_name,
         "storage": info.storage,
         "storage_has_credentials": info.storage_has_credentials,
+        "storage_in_run_dir": info.storage_in_run_dir,
         "objectives": [{"name": o.name, "maximize": o.maximize, "log_scale": o.log_scale} for o in objectives],
         "metric": spec.metric,
         "task": task.name,

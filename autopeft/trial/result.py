@@ -17,6 +17,7 @@ class TrialResult:
     trainable_params: int = 0             # adapter + task head: everything the optimiser updates
     total_params: int = 0
     train_examples: int = 0
+    eval_examples: int = 0                # validation (+ test) examples scored
     steps: int = 0
     train_seconds: float = 0.0
     eval_seconds: float = 0.0

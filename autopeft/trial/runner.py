@@ -88,9 +88,9 @@ class TrialRunner:
                 model = self._build(adapter, seed, result)
                 subset = self._train_subset(fidelity, seed, train_indices)
                 self._train(model, subset, fidelity, seed, training, result)
-                result.metrics = self._evaluate(model, "validation", fidelity, seed, training, result)
+                result.metrics = self._evaluate(model, "validation", fidelity, training, result)
                 if evaluate_test and self.task.test is not None:
-                    result.test_metrics = self._evaluate(model, "test", fidelity, seed, training, result)
+                    result.test_metrics = self._evaluate(model, "test", fidelity, training, result)
                 if save_dir is not None:
                     model.save_pretrained(str(save_dir))
             result.peak_memory_mb = memory.peak_mb
@@ -201,17 +201,18 @@ class TrialRunner:
         result.train_examples_per_second = examples / max(result.train_seconds, 1e-9)
         result.final_train_loss = loss_value
 
-    def _eval_subset(self, split_name: str, size: int, fidelity: Fidelity, seed: int) -> np.ndarray:
+    @staticmethod
+    def _eval_subset(size: int, fidelity: Fidelity) -> np.ndarray:
         if fidelity.eval_examples is None or fidelity.eval_examples >= size:
             return np.arange(size)
-        # seed-independent order so every trial of a search is scored on the same examples
+        # a fixed order, independent of the trial seed: every trial of a search is scored on the same examples
         return np.sort(np.random.default_rng(12345).permutation(size)[: fidelity.eval_examples])
 
     @torch.inference_mode()
-    def _evaluate(self, model, split_name: str, fidelity: Fidelity, seed: int, training, result) -> dict[str, float]:
+    def _evaluate(self, model, split_name: str, fidelity: Fidelity, training, result) -> dict[str, float]:
         split = self._tokenized(fidelity)[split_name]
         pad_id = self.base.tokenizer.pad_token_id
-        indices = self._eval_subset(split_name, len(split), fidelity, seed)
+        indices = self._eval_subset(len(split), fidelity)
         kind = self.task.spec.kind
         model.eval()
         start = time.perf_counter()
@@ -242,7 +243,8 @@ class TrialRunner:
             metrics["exact_match"] = self._generation_exact_match(model, split, indices, fidelity, training)
         elapsed = time.perf_counter() - start
         result.eval_seconds += elapsed
-        result.eval_examples_per_second = len(indices) / max(elapsed, 1e-9)
+        result.eval_examples += len(indices)
+        result.eval_examples_per_second = result.eval_examples / max(result.eval_seconds, 1e-9)
         return metrics
 
     def _generation_exact_match(self, model, split, indices, fidelity: Fidelity, training) -> float:

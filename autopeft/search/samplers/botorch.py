@@ -33,6 +33,7 @@ DESCRIPTION = "BoTorch GP on the measured objectives + exact parameter count, ex
 N_RANDOM_CANDIDATES = 384
 N_MUTATIONS_PER_FRONT_POINT = 16
 N_STARTUP = 3  # distinct finished points before the GP takes over
+REFIT_GROWTH = 1.15  # re-optimise GP hyperparameters once the data grew by 15% (every trial early on)
 
 
 def _require_botorch():
@@ -75,6 +76,16 @@ class PointEncoder:
         return math.log10(adapter_params + 1) / self.log_params_scale
 
 
+def _draw(dist: BaseDistribution, rng: np.random.Generator):
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[int(rng.integers(len(dist.choices)))]
+    if isinstance(dist, IntDistribution):
+        return int(rng.integers(dist.low, dist.high + 1))
+    if dist.log:
+        return float(math.exp(rng.uniform(math.log(dist.low), math.log(dist.high))))
+    return float(rng.uniform(dist.low, dist.high))
+
+
 def _unit(dist: BaseDistribution, value) -> float:
     low, high = float(dist.low), float(dist.high)
     if high == low:
@@ -93,7 +104,7 @@ class KnownCostBoTorchSampler(optuna.samplers.BaseSampler):
         self._fallback = optuna.samplers.RandomSampler(seed=context.seed)
         self._planned: dict[int, dict[str, Any]] = {}
         self._rng = np.random.default_rng(context.seed)
-        self._gp_state: dict[int, dict] = {}   # objective index -> last fitted hyperparameters
+        self._gp_state: dict[int, tuple[dict, int]] = {}   # objective index -> (fitted hyperparameters, on n points)
 
     # ------------------------------------------------------------ Optuna API
     def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
@@ -174,12 +185,16 @@ class KnownCostBoTorchSampler(optuna.samplers.BaseSampler):
         return [t for t, keep in zip(finished, pareto_mask(losses)) if keep]
 
     def _mutate(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Re-draw one dimension (and let its now-active children be drawn fresh)."""
-        fresh = self.space.sample(self._rng)
+        """Re-draw one dimension; children it switches on are drawn fresh, the rest is kept."""
         active = [d.name for d in self.space.dimensions if d.name in params]
         changed = active[int(self._rng.integers(len(active)))] if active else None
-        merged = {**fresh, **{k: v for k, v in params.items() if k != changed}}
-        return self.space.active_params(merged)
+        mutated: dict[str, Any] = {}
+        for dim in self.space.dimensions:
+            if not dim.active(mutated):
+                continue
+            keep = dim.name in params and dim.name != changed
+            mutated[dim.name] = params[dim.name] if keep else _draw(dim.distribution, self._rng)
+        return mutated
 
     def _acquisition(self, finished: list[FrozenTrial], candidates: list[dict[str, Any]]) -> np.ndarray:
         """Expected hypervolume improvement of each candidate, in the objectives' loss space."""
@@ -213,15 +228,16 @@ class KnownCostBoTorchSampler(optuna.samplers.BaseSampler):
         from botorch.models.transforms import Standardize
         from gpytorch.mlls import ExactMarginalLogLikelihood
 
-        gp = SingleTaskGP(x.double(), y.double(), outcome_transform=Standardize(m=1))
-        previous = self._gp_state.get(slot)
-        if previous is not None:
-            hyper = {k: v for k, v in previous.items() if "outcome_transform" not in k}
-            gp.load_state_dict(hyper, strict=False)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # BoTorch warns about flat outcomes and slow fits; neither is actionable here
             warnings.simplefilter("ignore")
+            gp = SingleTaskGP(x.double(), y.double(), outcome_transform=Standardize(m=1))
+            previous, fitted_on = self._gp_state.get(slot, (None, 0))
+            if previous is not None:
+                gp.load_state_dict({k: v for k, v in previous.items() if "outcome_transform" not in k}, strict=False)
+                if len(x) < fitted_on * REFIT_GROWTH:
+                    return gp  # hyperparameters barely change between refits; conditioning on new data is enough
             fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp), optimizer_kwargs={"options": {"maxiter": 100}})
-        self._gp_state[slot] = {k: v.clone() for k, v in gp.state_dict().items()}
+        self._gp_state[slot] = ({k: v.clone() for k, v in gp.state_dict().items()}, len(x))
         return gp
 
     def _botorch_ehvi(self, x: np.ndarray, losses: np.ndarray, pool: np.ndarray, measured: list[int]) -> np.ndarray:

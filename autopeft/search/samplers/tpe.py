@@ -13,5 +13,5 @@ def create(context) -> optuna.samplers.BaseSampler:
     with warnings.catch_warnings():  # multivariate/group are "experimental" in Optuna, and what conditional spaces need
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(
-            seed=context.seed, multivariate=True, group=True, n_startup_trials=5, warn_independent_sampling=False,
+            seed=context.seed, multivariate=True, group=True, n_startup_trials=5,
         )
