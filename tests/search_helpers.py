@@ -49,7 +49,7 @@ def write_tiny_task(folder: Path, rows: int = 64) -> str:
     return str(folder)
 
 
-def lora_builder(model_config, kind):
+def lora_builder(model_config, kind, context=None):
     """point -> factory: LoRA from point.modules['lora'] (per-layer ranks), or the head only."""
     from peft import LoraConfig, get_peft_model
 

@@ -135,6 +135,9 @@ def test_config_file_with_flags_overriding_it(inputs, tmp_path):
     (["--fidelity", "0.5,0.25,1"], "fidelity rungs must increase"),
     (["--objectives", "params,metric"], "the first objective must be the task metric"),
     (["--time-budget", "soon"], "cannot read duration 'soon'"),
+    (["--backend", "slurm"], "setting 'backend': Input should be 'local' or 'ray'"),
+    (["--workers-per-trial", "2"], "--workers-per-trial > 1 needs --backend ray"),
+    (["--backend", "ray", "--cpus-per-trial", "0"], "--cpus-per-trial must be positive"),
 ])
 def test_bad_search_input_is_a_one_line_error(inputs, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -143,6 +146,7 @@ def test_bad_search_input_is_a_one_line_error(inputs, tmp_path, capsys, extra, m
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1]
     assert not (tmp_path / "run" / "study.db").exists() or "sampler" in message
+    assert not (tmp_path / "run" / "run.json").exists()
 
 
 def test_storage_credentials_never_reach_output_or_run_files(inputs, tmp_path, capsys):
@@ -153,3 +157,15 @@ def test_storage_credentials_never_reach_output_or_run_files(inputs, tmp_path, c
     assert "hunter2" not in captured.err + captured.out and "alice" not in captured.err + captured.out
     for path in tmp_path.rglob("*.json"):
         assert "hunter2" not in path.read_text()
+
+
+def test_ray_address_and_storage_never_reach_run_json_or_workers():
+    from autopeft.search.settings import merge_settings
+
+    settings = merge_settings({}, {"model": "m", "dataset": "d", "space": "s", "backend": "ray",
+                                   "ray_address": "ray://bob:s3cret@head:10001",
+                                   "storage": "postgresql://alice:hunter2@db/optuna"})
+    public = json.dumps(settings.public_dict("postgresql://***@db/optuna"))
+    assert "s3cret" not in public and "bob" not in public and "hunter2" not in public
+    workers = json.dumps(settings.for_workers())
+    assert "s3cret" not in workers and "hunter2" not in workers and "ray_address" not in workers

@@ -93,6 +93,7 @@ def trial(
     response_column: ResponseColOpt = None,
     metric: MetricOpt = None,
     peft_config: Annotated[Optional[Path], typer.Option("--peft-config", help="PEFT config (adapter_config.json-style JSON/YAML).")] = None,
+    point: Annotated[Optional[Path], typer.Option("--point", help="A search-space point YAML (export's point.yaml, an SPT point).")] = None,
     lora_r: Annotated[int, typer.Option(help="LoRA rank when no --peft-config is given.")] = 8,
     lora_alpha: Annotated[int, typer.Option()] = 16,
     lora_targets: Annotated[Optional[str], typer.Option(help="Comma-separated target modules (default: PEFT's for the architecture).")] = None,
@@ -106,6 +107,7 @@ def trial(
     batch_size: Annotated[int, typer.Option()] = 32,
     lr: Annotated[float, typer.Option("--lr")] = 5e-4,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast.")] = False,
+    deepspeed: Annotated[Optional[str], typer.Option(help="Train with DeepSpeed: zero2 | zero3 | ds_config.json.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     test: Annotated[bool, typer.Option("--test", help="Also evaluate the reported test split.")] = False,
     save_dir: Annotated[Optional[Path], typer.Option(help="Save the trained adapter here.")] = None,
@@ -115,11 +117,17 @@ def trial(
     """Train and evaluate one PEFT configuration (one trial)."""
     from autopeft.models import get_base_model
     from autopeft.trial import Fidelity, TrainingConfig, TrialRunner
+    from autopeft.trial.distributed import resolve_deepspeed_config
 
+    if deepspeed is not None:
+        resolve_deepspeed_config(deepspeed)  # a bad preset or file fails before the model loads
     task_data = load_task_from_flags(dataset, dataset_config, task, text_column, text_pair_column, label_column,
                                      prompt_column, response_column, metric, seed)
     spec = task_data.spec
-    config = peft_config_from_flags(peft_config, spec.kind, lora_r, lora_alpha, lora_targets)
+    if point is not None and peft_config is not None:
+        raise AutopeftError("give --point or --peft-config, not both")
+    if point is None:
+        config = peft_config_from_flags(peft_config, spec.kind, lora_r, lora_alpha, lora_targets)
     try:
         fidelity = Fidelity(
             train_examples=train_examples, epochs=epochs, max_steps=max_steps, max_length=max_length,
@@ -130,9 +138,14 @@ def trial(
         raise AutopeftError(str(exc)) from exc
     with console.status(f"loading {model}"):
         base = get_base_model(model, spec.kind, num_labels=max(spec.num_labels, 1), trust_remote_code=trust_remote_code)
+    if point is not None:
+        from autopeft.builders import build_peft_config
+        from autopeft.space import PeftPoint
+
+        config = build_peft_config(PeftPoint.from_file(point), base.config, spec.kind)
     runner = TrialRunner(base, task_data)
     with console.status(f"training {config.peft_type.value} on {task_data.name}"):
-        result = runner.run(config, fidelity, seed, TrainingConfig(learning_rate=lr, bf16=bf16),
+        result = runner.run(config, fidelity, seed, TrainingConfig(learning_rate=lr, bf16=bf16, deepspeed=deepspeed),
                             evaluate_test=test, save_dir=save_dir)
     _print_result(result, spec.metric)
     if json_out is not None:
@@ -159,3 +172,4 @@ def _print_result(result, metric: str) -> None:
     Console().print(table)
 from autopeft.cli import space as _space_commands  # noqa: E402,F401  (registers 'autopeft space')
 from autopeft.cli import search as _search_commands  # noqa: E402,F401  (registers search, export, report)
+from autopeft.cli import priors as _prior_commands  # noqa: E402,F401  (registers sensitivity)

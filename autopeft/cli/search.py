@@ -119,6 +119,19 @@ def search(
     study_name: Annotated[Optional[str], typer.Option(help="Default: <space>-<task>.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<study-name>).")] = None,
     trust_remote_code: Annotated[Optional[bool], typer.Option("--trust-remote-code")] = None,
+    deepspeed: Annotated[Optional[str], typer.Option(help="Train each trial with DeepSpeed: zero2 | zero3 | ds_config.json.")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Where trials run: local (default) | ray.")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="local (start Ray here) | auto | host:port | ray://host:port.")] = None,
+    cpus_per_trial: Annotated[Optional[float], typer.Option(help="Ray: CPUs per trial (per worker with --workers-per-trial).")] = None,
+    gpus_per_trial: Annotated[Optional[float], typer.Option(help="Ray: GPUs per trial (fractions share a GPU).")] = None,
+    workers_per_trial: Annotated[Optional[int], typer.Option(help="Ray: data-parallel workers per trial (Ray Train).")] = None,
+    max_concurrent: Annotated[Optional[int], typer.Option(help="Ray: trials at once (default: as resources allow).")] = None,
+    trial_retries: Annotated[Optional[int], typer.Option(help="Ray: restarts of a trial whose worker died (default 1).")] = None,
+    ray_storage: Annotated[Optional[str], typer.Option(help="Ray: Tune's trial folders (shared disk for several nodes).")] = None,
+    prior: Annotated[Optional[str], typer.Option(help="Priors: sensitivity (SPT's map: masks for sparse tuning, SPT starting points).")] = None,
+    prior_batches: Annotated[Optional[int], typer.Option(help="Sensitivity: batches of gradient² (default 16).")] = None,
+    prior_budgets: Annotated[Optional[str], typer.Option(help="Sensitivity: budgets of the SPT starting points (default 0.1%,0.5%,1%).")] = None,
+    sensitive_layers: Annotated[Optional[int], typer.Option(help="Sensitivity: place modules only in the K most sensitive layers.")] = None,
 ):
     """Search PEFT configurations for the best task metric at the fewest trainable parameters.
 

@@ -1,10 +1,12 @@
 """The search loop: Optuna studies, budget, deduplication, MO-ASHA over fidelity rungs, final stage.
 
-One process runs trials one after another (a trial already uses every core). Each step is:
-promote a configuration to the next fidelity rung when MO-ASHA allows it (top 1/eta of its rung
+A backend (:mod:`autopeft.backends`) runs the trials: the local one in this process, one after
+another; the Ray one several at once on a cluster. The engine hands out one job at a time: it
+promotes a configuration to the next fidelity rung when MO-ASHA allows it (top 1/eta of its rung
 by non-dominated rank, ties by hypervolume contribution), otherwise ask the sampler for a new
 configuration at rung 0. Before anything trains, a point over ``max_params`` is recorded as
-pruned and a point already evaluated at that rung reuses the stored result. After the budget,
+pruned, a point already evaluated at that rung reuses the stored result, and a point being trained
+right now by another worker is recorded as a duplicate of it. After the budget,
 the Pareto front of the highest rung is re-trained at full fidelity with several seeds.
 
 Everything lives in the Optuna storage, so running the same search again resumes it: finished
@@ -26,6 +28,8 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from autopeft.backends.base import FINISHED, Backend, NextJob, TrialJob
+from autopeft.backends.local import LocalBackend
 from autopeft.errors import AutopeftError
 from autopeft.search import records as R
 from autopeft.search.evaluator import Evaluator
@@ -57,6 +61,7 @@ class SearchPlan:
     sampler: str = "auto"
     baselines: bool = True
     quasi_random: int | None = None     # None: about a fifth of the trials
+    initial_points: tuple[tuple[dict[str, Any], str], ...] = ()   # (params, origin) from priors, queued first
     max_idle_suggestions: int = 200     # consecutive rejected/duplicate suggestions before giving up
 
     def __post_init__(self):
@@ -128,17 +133,32 @@ class SearchOutcome:
     median_trial_seconds: float | None = None
 
 
+@dataclass
+class _Running:
+    """A trial handed to the backend and not yet told."""
+
+    study: optuna.Study
+    trial: optuna.Trial
+    params: dict[str, Any]
+    rung: int
+    origin: str
+    key: str
+    adapter_params: int
+
+
 def point_key(point: PeftPoint) -> str:
     """Identity of a decoded point: two parameter sets that build the same adapter share it."""
     return json.dumps(point.to_dict(), sort_keys=True, default=str)
 
 
 class SearchEngine:
-    def __init__(self, space: SearchSpace, evaluator: Evaluator, plan: SearchPlan,
+    def __init__(self, space: SearchSpace, evaluator: Evaluator | None, plan: SearchPlan,
                  storage: optuna.storages.BaseStorage, study_name: str, run_dir: Path,
-                 observer: SearchObserver | None = None):
+                 observer: SearchObserver | None = None, backend: Backend | None = None):
+        if backend is None and evaluator is None:
+            raise AutopeftError("a search needs an evaluator or a backend")
         self.space = space
-        self.evaluator = evaluator
+        self.backend = backend or LocalBackend(evaluator)
         self.plan = plan
         self.storage = storage
         self.study_name = study_name
@@ -150,6 +170,8 @@ class SearchEngine:
         self.known: dict[int, dict[str, TrialRecord]] = {}   # rung -> point key -> finished (trained) record
         self._start = time.monotonic()
         self._idle = 0
+        self._running: dict[str, _Running] = {}
+        self._stopped: str | None = None
 
     # ================================================================ public
     def run(self) -> SearchOutcome:
@@ -157,10 +179,11 @@ class SearchEngine:
         self._open_studies()
         self._recover_interrupted()
         self._initial_design()
-        stopped = self._search_loop()
+        self._stopped = None
+        self.backend.drive(self)
         front_stage, front = self._final_stage()
         return SearchOutcome(
-            self.study_name, front, front_stage, stopped, self.notes,
+            self.study_name, front, front_stage, self._stopped or "stopped", self.notes,
             median_suggest_seconds=self._median_attr(R.SUGGEST_SECONDS, sampler_only=True),
             median_trial_seconds=self._median_trial_seconds(),
         )
@@ -259,6 +282,8 @@ class SearchEngine:
             study.enqueue_trial(params, user_attrs={R.ORIGIN: origin})
             return True
 
+        for params, origin in self.plan.initial_points:
+            enqueue(params, origin)
         if self.plan.baselines:
             for baseline in BASELINES:
                 params, why = baseline_params(self.space, baseline)
@@ -280,25 +305,65 @@ class SearchEngine:
     def _new_trials_done(self) -> int:
         return sum(1 for t in self.studies[0].get_trials(deepcopy=False) if t.user_attrs.get(R.TRAINED))
 
-    def _search_loop(self) -> str:
+    def _running_at(self, rung: int) -> int:
+        return sum(1 for job in self._running.values() if job.rung == rung)
+
+    def _stop(self, why: str) -> NextJob:
+        """No new trial starts; the search ends once the running ones are told."""
+        self._stopped = self._stopped or why
+        return None if self._running else FINISHED
+
+    # ------------------------------------------------------- JobSource
+    def next_job(self) -> NextJob:
+        """The next trial to train, None to wait for a running one, or FINISHED."""
         while True:
+            if self._stopped:
+                return self._stop(self._stopped)
             if self.plan.time_budget is not None and self._elapsed() >= self.plan.time_budget:
-                return "time budget reached"
+                return self._stop("time budget reached")
             rung = self._promotion_rung()
             if rung is not None:
-                self._run_next(rung)
+                job = self._ask(rung)
+                if job is not None:
+                    return job
                 continue
-            if self.plan.trials is not None and self._new_trials_done() >= self.plan.trials:
-                return "trial budget reached"
-            if len(self.known[0]) >= self.space.cardinality():
-                return "every point of the space has been evaluated"
+            if self.plan.trials is not None and self._new_trials_done() + self._running_at(0) >= self.plan.trials:
+                if self._running:  # a running trial may still earn a promotion
+                    return None
+                return self._stop("trial budget reached")
+            if len(self.known[0]) + self._running_at(0) >= self.space.cardinality():
+                if self._running:
+                    return None
+                return self._stop("every point of the space has been evaluated")
             if self._idle >= self.plan.max_idle_suggestions:
-                return (f"the sampler proposed {self._idle} points in a row that were over --max-params or "
-                        "already evaluated")
+                return self._stop(f"the sampler proposed {self._idle} points in a row that were over --max-params or "
+                                  "already evaluated")
             if self._idle and self._idle % STUCK_AFTER == 0 and not self._enqueue_random_point():
-                return "no new point within --max-params found by random sampling"
-            self._run_next(0)
+                return self._stop("no new point within --max-params found by random sampling")
+            job = self._ask(0)
+            if job is not None:
+                return job
 
+    def finish_job(self, job_id: str, result: TrialResult) -> None:
+        running = self._running.pop(job_id)
+        self._tell_result(running.study, running.trial, result, running.adapter_params)
+        record = self._record(running.study, running.trial, running.rung)
+        self.known[running.rung][running.key] = record
+        self._idle = 0
+        self.observer.on_trial(record, self._progress())
+
+    def abandon_jobs(self) -> None:
+        """Running trials of a stopped search fail as interrupted and are queued to run again once."""
+        for running in self._running.values():
+            running.trial.set_user_attr(R.STATUS, INTERRUPTED)
+            running.trial.set_user_attr(R.REASON, "interrupted: the search stopped during this trial")
+            running.study.tell(running.trial, state=TrialState.FAIL)
+            if not running.origin.startswith(RETRY_PREFIX):
+                running.study.enqueue_trial(running.params, user_attrs={
+                    R.ORIGIN: f"{RETRY_PREFIX}#{running.trial.number}", R.KEY: running.key})
+        self._running.clear()
+
+    # ------------------------------------------------------------------
     def _enqueue_random_point(self) -> bool:
         """Samplers that learn nothing from rejected points can repeat them; queue a fresh feasible one."""
         study = self.studies[0]
@@ -336,19 +401,14 @@ class SearchEngine:
                     return rung + 1
         return None
 
-    def _run_next(self, rung: int) -> None:
+    def _ask(self, rung: int) -> TrialJob | None:
+        """Ask the rung's study for a trial; a point that needs no training is told at once (None)."""
         study = self.studies[rung]
         start = time.perf_counter()
         trial = study.ask()
         params = self.space.suggest(trial)
         suggest_seconds = time.perf_counter() - start
         origin = trial.user_attrs.get(R.ORIGIN) or f"sampler:{self.sampler_name}"
-        record = self._evaluate_and_tell(study, trial, params, rung, origin, suggest_seconds)
-        self._idle = 0 if record.trained else self._idle + 1
-        self.observer.on_trial(record, self._progress())
-
-    def _evaluate_and_tell(self, study: optuna.Study, trial: optuna.Trial, params: dict[str, Any], rung: int,
-                           origin: str, suggest_seconds: float) -> TrialRecord:
         point = self.space.decode(params)
         key = point_key(point)
         adapter_params = count_trainable_params(point, self.space.model_config)
@@ -356,34 +416,38 @@ class SearchEngine:
                             (R.POINT, point.to_dict()), (R.DESCRIPTION, point.describe()), (R.ORIGIN, origin),
                             (R.SUGGEST_SECONDS, suggest_seconds)):
             trial.set_user_attr(name, value)
+        if not self._told_without_training(study, trial, rung, key, adapter_params):
+            job = TrialJob(f"rung-{rung}-{trial.number}", point, self.plan.rungs[rung], self.plan.seed)
+            self._running[job.id] = _Running(study, trial, params, rung, origin, key, adapter_params)
+            return job
+        self._idle += 1
+        self.observer.on_trial(self._record(study, trial, rung), self._progress())
+        return None
+
+    def _told_without_training(self, study: optuna.Study, trial: optuna.Trial, rung: int, key: str,
+                               adapter_params: int) -> bool:
         if self.plan.max_params is not None and adapter_params > self.plan.max_params:
             trial.set_user_attr(R.REASON, f"over --max-params: {adapter_params:,} > {self.plan.max_params:,} (not trained)")
             study.tell(trial, state=TrialState.PRUNED)
-            return self._record(study, trial, rung)
+            return True
+        running = next((r for r in self._running.values() if r.rung == rung and r.key == key), None)
+        if running is not None:
+            trial.set_user_attr(R.DUPLICATE_OF, running.trial.number)
+            trial.set_user_attr(R.REASON, f"the same point is being trained as trial #{running.trial.number} (not trained)")
+            study.tell(trial, state=TrialState.PRUNED)
+            return True
         previous = self.known[rung].get(key)
-        if previous is not None:
-            trial.set_user_attr(R.DUPLICATE_OF, previous.number)
-            for name in (R.STATUS, R.REASON, R.RESULT):
-                if name in previous.attrs:
-                    trial.set_user_attr(name, previous.attrs[name])
-            if previous.complete:
-                study.tell(trial, [previous.values[o.name] for o in self.plan.objectives])
-            else:
-                study.tell(trial, state=TrialState.FAIL)
-            return self._record(study, trial, rung)
-        try:
-            result = self.evaluator(point, self.plan.rungs[rung], self.plan.seed)
-        except BaseException:  # Ctrl-C or a crash: leave a failed trial with its reason, then stop
-            trial.set_user_attr(R.STATUS, INTERRUPTED)
-            trial.set_user_attr(R.REASON, "interrupted: the search stopped during this trial")
+        if previous is None:
+            return False
+        trial.set_user_attr(R.DUPLICATE_OF, previous.number)
+        for name in (R.STATUS, R.REASON, R.RESULT):
+            if name in previous.attrs:
+                trial.set_user_attr(name, previous.attrs[name])
+        if previous.complete:
+            study.tell(trial, [previous.values[o.name] for o in self.plan.objectives])
+        else:
             study.tell(trial, state=TrialState.FAIL)
-            if not origin.startswith(RETRY_PREFIX):
-                study.enqueue_trial(params, user_attrs={R.ORIGIN: f"{RETRY_PREFIX}#{trial.number}", R.KEY: key})
-            raise
-        self._tell_result(study, trial, result, adapter_params)
-        record = self._record(study, trial, rung)
-        self.known[rung][key] = record
-        return record
+        return True
 
     def _tell_result(self, study: optuna.Study, trial: optuna.Trial, result: TrialResult, adapter_params: int) -> None:
         trial.set_user_attr(R.TRAINED, True)
@@ -454,51 +518,50 @@ class SearchEngine:
             study.tell(trial.number, state=TrialState.FAIL)
         self._note(f"final stage: {len(front)} Pareto point(s) of {stage}, {self.plan.final_seeds} seed(s) each "
                    "at full fidelity")
+        pending: list[tuple[TrialRecord, optuna.Trial, PeftPoint, int, list[TrialJob]]] = []
         for record in front:
             if record.key in finished:
                 continue
             study.enqueue_trial(record.params, user_attrs={R.ORIGIN: f"front of {record.label}", R.KEY: record.key})
             trial = study.ask()
-            params = self.space.suggest(trial)
-            finished[record.key] = self._final_trial(study, trial, params, record)
-        return "final", R.pareto_records([finished[r.key] for r in front if r.key in finished], self.plan.objectives)
-
-    def _final_trial(self, study: optuna.Study, trial: optuna.Trial, params: dict[str, Any],
-                     source: TrialRecord) -> TrialRecord:
-        point = self.space.decode(params)
-        adapter_params = count_trainable_params(point, self.space.model_config)
-        for name, value in ((R.KEY, source.key), (R.ADAPTER_PARAMS, adapter_params), (R.POINT, point.to_dict()),
-                            (R.DESCRIPTION, point.describe())):
-            trial.set_user_attr(name, value)
-        staging = self.run_dir / "adapters" / f".final-{trial.number}.tmp"
+            point = self.space.decode(self.space.suggest(trial))
+            adapter_params = count_trainable_params(point, self.space.model_config)
+            for name, value in ((R.KEY, record.key), (R.ADAPTER_PARAMS, adapter_params), (R.POINT, point.to_dict()),
+                                (R.DESCRIPTION, point.describe())):
+                trial.set_user_attr(name, value)
+            jobs = [TrialJob(f"final-{trial.number}-seed-{index}", point, self.plan.rungs[-1], self.plan.seed + index,
+                             evaluate_test=True, save_adapter=True) for index in range(self.plan.final_seeds)]
+            pending.append((record, trial, point, adapter_params, jobs))
+        staging = self.run_dir / "adapters" / ".staging"
         shutil.rmtree(staging, ignore_errors=True)
-        results: list[TrialResult] = []
-        adapter_dir: Path | None = None
         try:
-            for index in range(self.plan.final_seeds):
-                save_dir = staging if adapter_dir is None else None
-                result = self.evaluator(point, self.plan.rungs[-1], self.plan.seed + index,
-                                        evaluate_test=True, save_dir=save_dir)
-                results.append(result)
-                if result.ok and save_dir is not None and staging.is_dir():
-                    adapter_dir = staging
+            results = self.backend.run_all([job for *_, jobs in pending for job in jobs], staging)
         except BaseException:
-            trial.set_user_attr(R.STATUS, INTERRUPTED)
-            trial.set_user_attr(R.REASON, "interrupted: the search stopped during this trial")
-            study.tell(trial, state=TrialState.FAIL)
+            for _, trial, _, _, _ in pending:
+                trial.set_user_attr(R.STATUS, INTERRUPTED)
+                trial.set_user_attr(R.REASON, "interrupted: the search stopped during this trial")
+                study.tell(trial, state=TrialState.FAIL)
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        for record, trial, point, adapter_params, jobs in pending:
+            finished[record.key] = self._tell_final(study, trial, adapter_params, jobs, results, staging)
+        shutil.rmtree(staging, ignore_errors=True)
+        return "final", R.pareto_records([finished[r.key] for r in front if r.key in finished], self.plan.objectives)
+
+    def _tell_final(self, study: optuna.Study, trial: optuna.Trial, adapter_params: int, jobs: list[TrialJob],
+                    results: dict[str, TrialResult], staging: Path) -> TrialRecord:
+        """Mean and spread over the seeds; the adapter of the first seed that trained becomes final-<n>."""
+        seed_results = [results[job.id] for job in jobs]
         trial.set_user_attr(R.TRAINED, True)
-        trial.set_user_attr(R.SEEDS, [r.to_dict() for r in results])
-        ok = [r for r in results if r.ok]
+        trial.set_user_attr(R.SEEDS, [r.to_dict() for r in seed_results])
+        ok = [(job, r) for job, r in zip(jobs, seed_results) if r.ok]
         if not ok:
-            trial.set_user_attr(R.STATUS, results[0].status)
-            trial.set_user_attr(R.REASON, "; ".join(sorted({r.reason or r.status for r in results})))
+            trial.set_user_attr(R.STATUS, seed_results[0].status)
+            trial.set_user_attr(R.REASON, "; ".join(sorted({r.reason or r.status for r in seed_results})))
             study.tell(trial, state=TrialState.FAIL)
-            shutil.rmtree(staging, ignore_errors=True)
             return self._record(study, trial, None)
         try:
-            per_seed = np.array([[o.value(r, adapter_params) for o in self.plan.objectives] for r in ok])
+            per_seed = np.array([[o.value(r, adapter_params) for o in self.plan.objectives] for _, r in ok])
         except KeyError as exc:
             trial.set_user_attr(R.STATUS, "error")
             trial.set_user_attr(R.REASON, f"error: {exc.args[0]}")
@@ -506,13 +569,14 @@ class SearchEngine:
             return self._record(study, trial, None)
         trial.set_user_attr(R.STATUS, "ok")
         trial.set_user_attr(R.VALUES_STD, dict(zip([o.name for o in self.plan.objectives], per_seed.std(axis=0).tolist())))
-        test_names = sorted(set.intersection(*(set(r.test_metrics) for r in ok))) if ok else []
-        trial.set_user_attr(R.TEST_METRICS, {m: float(np.mean([r.test_metrics[m] for r in ok])) for m in test_names})
-        trial.set_user_attr(R.TEST_METRICS_STD, {m: float(np.std([r.test_metrics[m] for r in ok])) for m in test_names})
-        if adapter_dir is not None:
+        test_names = sorted(set.intersection(*(set(r.test_metrics) for _, r in ok)))
+        trial.set_user_attr(R.TEST_METRICS, {m: float(np.mean([r.test_metrics[m] for _, r in ok])) for m in test_names})
+        trial.set_user_attr(R.TEST_METRICS_STD, {m: float(np.std([r.test_metrics[m] for _, r in ok])) for m in test_names})
+        saved = next((staging / job.id for job, _ in ok if (staging / job.id).is_dir()), None)
+        if saved is not None:
             final_dir = self.run_dir / "adapters" / f"final-{trial.number}"
             shutil.rmtree(final_dir, ignore_errors=True)
-            adapter_dir.rename(final_dir)
+            saved.rename(final_dir)
             trial.set_user_attr(R.ADAPTER_DIR, str(final_dir.relative_to(self.run_dir)))
         study.tell(trial, per_seed.mean(axis=0).tolist())
         return self._record(study, trial, None)

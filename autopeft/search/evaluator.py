@@ -6,6 +6,7 @@ it with a :class:`~autopeft.trial.TrialRunner`; tests may pass any callable with
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -26,13 +27,14 @@ AdapterBuilder = Callable[[PeftPoint], Callable]
 """point -> adapter factory (callable(base_model) -> PeftModel)."""
 
 
-def builders_adapter_builder(model_config, kind: str) -> AdapterBuilder:
-    """``autopeft.builders.build_adapter`` bound to the model config and task kind."""
+def builders_adapter_builder(model_config, kind: str, context=None) -> AdapterBuilder:
+    """``autopeft.builders.build_adapter`` bound to the model config, task kind and priors (a BuildContext)."""
     try:
-        from autopeft.builders import build_adapter
+        from autopeft.builders import BuildContext, build_adapter
     except ImportError as exc:
         raise AutopeftError(f"the PEFT builders are not available ({exc})") from None
-    return lambda point: build_adapter(point, model_config, kind)
+    context = context or BuildContext()
+    return lambda point: build_adapter(point, model_config, kind, context)
 
 
 @dataclass
@@ -50,3 +52,61 @@ class RunnerEvaluator:
         except Exception as exc:  # an unbuildable point fails its trial, not the search
             return TrialResult(status=ERROR, reason=f"error: building the adapter: {type(exc).__name__}: {exc}")
         return self.runner.run(factory, fidelity, seed, training, evaluate_test=evaluate_test, save_dir=save_dir)
+
+
+def load_search_task(settings):
+    """The task of a search's settings (``autopeft.search.settings.SearchSettings``)."""
+    from autopeft.data import load_task
+
+    return load_task(
+        settings.dataset, dataset_config=settings.dataset_config, task=settings.task,
+        text_column=settings.text_column, text_pair_column=settings.text_pair_column,
+        label_column=settings.label_column, prompt_columns=settings.prompt_column or None,
+        response_column=settings.response_column, metric=settings.metric, seed=settings.seed,
+    )
+
+
+SENSITIVITY_BATCH_SIZE = 32  # SPT's
+
+
+def search_sensitivity(settings, base, task):
+    """The sensitivity map of a search with ``--prior sensitivity``: computed once, then read from the cache
+    (by the driver and by every worker)."""
+    from autopeft.priors.sensitivity import load_or_compute_sensitivity
+
+    return load_or_compute_sensitivity(base, task, batches=settings.prior_batches, batch_size=SENSITIVITY_BATCH_SIZE,
+                                       max_length=settings.max_length, seed=settings.seed)
+
+
+def make_runner_evaluator(settings, task=None, adapter_builder: AdapterBuilder | None = None) -> RunnerEvaluator:
+    """The production evaluator: base model loaded once, builders (with the search's priors), trial runner,
+    training defaults."""
+    from autopeft.builders import BuildContext
+    from autopeft.models import get_base_model
+    from autopeft.trial import TrainingConfig, TrialRunner
+
+    task = task or load_search_task(settings)
+    base = get_base_model(settings.model, task.spec.kind, num_labels=max(task.spec.num_labels, 1),
+                          trust_remote_code=settings.trust_remote_code)
+    context = BuildContext()
+    if "sensitivity" in settings.prior:
+        context = BuildContext(sensitivity=search_sensitivity(settings, base, task)[0])
+    builder = adapter_builder or builders_adapter_builder(base.config, task.spec.kind, context)
+    training = TrainingConfig(learning_rate=settings.lr, bf16=settings.bf16, deepspeed=settings.deepspeed)
+    return RunnerEvaluator(TrialRunner(base, task), builder, training)
+
+
+@dataclass(frozen=True)
+class SettingsEvaluatorFactory:
+    """Builds :func:`make_runner_evaluator` in whichever process runs the trials (a Ray worker)."""
+
+    settings: dict                      # ``SearchSettings.for_workers()``
+
+    @property
+    def cache_key(self) -> str:
+        return json.dumps(self.settings, sort_keys=True)
+
+    def __call__(self) -> RunnerEvaluator:
+        from autopeft.search.settings import SearchSettings
+
+        return make_runner_evaluator(SearchSettings.model_validate(self.settings))

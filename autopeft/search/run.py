@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autopeft.backends.base import Backend
+from autopeft.backends.local import LocalBackend
+from autopeft.data import is_higher_better
 from autopeft.errors import AutopeftError
 from autopeft.search import evaluator as evaluator_module
 from autopeft.search.atomic import write_json
@@ -65,23 +68,83 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "search"
 
 
+def _backend(settings: SearchSettings, task, run_dir: Path,
+             adapter_builder: evaluator_module.AdapterBuilder | None) -> Backend:
+    if settings.backend == "ray":
+        from autopeft.backends.ray import RayBackend, RayOptions
+
+        options = RayOptions(
+            address=settings.ray_address, cpus_per_trial=settings.cpus_per_trial,
+            gpus_per_trial=settings.gpus_per_trial, workers_per_trial=settings.workers_per_trial,
+            max_concurrent=settings.max_concurrent, max_failures=settings.trial_retries,
+            storage_path=settings.ray_storage,
+        )
+        return RayBackend(evaluator_module.SettingsEvaluatorFactory(settings.for_workers()), options, run_dir)
+    if settings.workers_per_trial > 1:
+        raise AutopeftError("--workers-per-trial > 1 needs --backend ray (Ray Train runs the workers)")
+    return LocalBackend(evaluator_module.make_runner_evaluator(settings, task, adapter_builder))
+
+
+def _apply_priors(settings: SearchSettings, task, space, max_params: int | None, observer):
+    """``--prior sensitivity``: the (cached) SPT map restricts placement to the most sensitive layers when asked,
+    and the space points nearest to SPT's allocations at ``prior_budgets`` start the search."""
+    import numpy as np
+
+    from autopeft.models import get_base_model
+    from autopeft.priors.spt import most_sensitive_layers, nearest_space_params, spt_allocation
+    from autopeft.space import SearchSpace, count_model_params
+
+    def note(message: str) -> None:
+        if observer is not None:
+            observer.on_note(message)
+
+    base = get_base_model(settings.model, task.spec.kind, num_labels=max(task.spec.num_labels, 1),
+                          trust_remote_code=settings.trust_remote_code)
+    smap, cached = evaluator_module.search_sensitivity(settings, base, task)
+    seconds = smap.meta["seconds"]
+    note("sensitivity map " + ("read from the cache" if cached else f"computed in {seconds:.1f} s"))
+    if settings.sensitive_layers is not None:
+        layers = most_sensitive_layers(smap.scores, base.config, settings.sensitive_layers)
+        placement = space.spec.placement.model_copy(update={"layers": layers})
+        space = SearchSpace(space.spec.model_copy(update={"placement": placement}), base.config, space.source)
+        note(f"placement restricted to the {len(layers)} most sensitive layers: {layers}")
+    model_params = count_model_params(base.config)
+    points = []
+    for text in settings.prior_budgets:
+        budget = parse_max_params(text, model_params)
+        if max_params is not None and budget > max_params:
+            note(f"SPT point at {text} skipped: over --max-params")
+            continue
+        try:
+            allocation = spt_allocation(smap.scores, base.config, budget)
+        except AutopeftError as exc:
+            note(f"SPT point at {text} skipped: {exc}")
+            continue
+        params = nearest_space_params(space, allocation, np.random.default_rng(settings.seed), max_params=max_params)
+        if params is None:
+            note("the space has neither LoRA nor sparse tuning: no SPT starting points")
+            break
+        points.append((params, f"prior:spt-{text}"))
+    return space, points
+
+
 def run_search(settings: SearchSettings, observer: SearchObserver | None = None,
                adapter_builder: evaluator_module.AdapterBuilder | None = None) -> tuple[SearchOutcome, RunInfo]:
-    from autopeft.data import is_higher_better, load_task
-    from autopeft.models import get_base_model
+    from autopeft.models import load_model_config
     from autopeft.space import SearchSpace, count_model_params
-    from autopeft.trial import TrainingConfig, TrialRunner
 
-    task = load_task(
-        settings.dataset, dataset_config=settings.dataset_config, task=settings.task,
-        text_column=settings.text_column, text_pair_column=settings.text_pair_column,
-        label_column=settings.label_column, prompt_columns=settings.prompt_column or None,
-        response_column=settings.response_column, metric=settings.metric, seed=settings.seed,
-    )
+    if settings.deepspeed:
+        from autopeft.trial.distributed import resolve_deepspeed_config
+
+        resolve_deepspeed_config(settings.deepspeed)  # a bad preset or file fails now, not in every trial
+    task = evaluator_module.load_search_task(settings)
     spec = task.spec
-    base = get_base_model(settings.model, spec.kind, num_labels=max(spec.num_labels, 1),
-                          trust_remote_code=settings.trust_remote_code)
-    space = SearchSpace.from_file(settings.space, base.config)
+    model_config = load_model_config(settings.model, trust_remote_code=settings.trust_remote_code)
+    space = SearchSpace.from_file(settings.space, model_config)
+    max_params = parse_max_params(settings.max_params, count_model_params(model_config))
+    initial_points: list = []
+    if settings.prior:
+        space, initial_points = _apply_priors(settings, task, space, max_params, observer)
     objectives = parse_objectives(settings.objectives, spec.metric, is_higher_better(spec.metric))
     study_name = settings.study_name or _slug(f"{space.spec.name}-{task.name}")
     run_dir = Path(settings.out or Path("runs") / study_name)
@@ -92,34 +155,37 @@ def run_search(settings: SearchSettings, observer: SearchObserver | None = None,
         eta=settings.eta,
         trials=settings.trials if settings.trials is not None or settings.time_budget is not None else 20,
         time_budget=settings.time_budget_seconds,
-        max_params=parse_max_params(settings.max_params, count_model_params(base.config)),
+        max_params=max_params,
         seed=settings.seed,
         final_seeds=settings.final_seeds,
         sampler=settings.sampler,
         baselines=settings.baselines,
         quasi_random=settings.quasi_random,
+        initial_points=tuple(initial_points),
     )
     if canonical_sampler_name(settings.sampler) == "botorch" and not botorch_available():
         raise AutopeftError("sampler 'botorch' needs BoTorch: pip install 'autopeft[botorch]'")
-    storage = open_storage(storage_url)
     info = RunInfo(run_dir, study_name, mask_url(storage_url), has_credentials(storage_url), settings.storage is None,
                    objectives, spec.metric, space.dims.num_layers, settings.public_dict(mask_url(storage_url)))
-    write_json(run_dir / RUN_FILE, {
-        "study_name": study_name,
-        "storage": info.storage,
-        "storage_has_credentials": info.storage_has_credentials,
-        "storage_in_run_dir": info.storage_in_run_dir,
-        "objectives": [{"name": o.name, "maximize": o.maximize, "log_scale": o.log_scale} for o in objectives],
-        "metric": spec.metric,
-        "task": task.name,
-        "num_layers": space.dims.num_layers,
-        "layers": space.layers,
-        "model_type": base.config.model_type,
-        "rungs": [r.to_dict() for r in plan.rungs],
-        "settings": info.settings,
-    })
-    builder = adapter_builder or evaluator_module.builders_adapter_builder(base.config, spec.kind)
-    evaluator = evaluator_module.RunnerEvaluator(
-        TrialRunner(base, task), builder, TrainingConfig(learning_rate=settings.lr, bf16=settings.bf16))
-    engine = SearchEngine(space, evaluator, plan, storage, study_name, run_dir, observer)
-    return engine.run(), info
+    backend = _backend(settings, task, run_dir, adapter_builder)  # bad backend settings fail before any file is written
+    try:
+        storage = open_storage(storage_url)
+        write_json(run_dir / RUN_FILE, {
+            "study_name": study_name,
+            "storage": info.storage,
+            "storage_has_credentials": info.storage_has_credentials,
+            "storage_in_run_dir": info.storage_in_run_dir,
+            "objectives": [{"name": o.name, "maximize": o.maximize, "log_scale": o.log_scale} for o in objectives],
+            "metric": spec.metric,
+            "task": task.name,
+            "num_layers": space.dims.num_layers,
+            "layers": space.layers,
+            "model_type": model_config.model_type,
+            "rungs": [r.to_dict() for r in plan.rungs],
+            "backend": backend.name,
+            "settings": info.settings,
+        })
+        engine = SearchEngine(space, None, plan, storage, study_name, run_dir, observer, backend=backend)
+        return engine.run(), info
+    finally:
+        backend.close()

@@ -60,8 +60,21 @@ class SearchSettings(BaseModel):
     study_name: Optional[str] = None
     out: Optional[str] = None
     trust_remote_code: bool = False
+    deepspeed: Optional[str] = None          # zero2 | zero3 | path to a DeepSpeed JSON config
+    backend: Literal["local", "ray"] = "local"
+    ray_address: str = "local"               # local | auto | host:port | ray://host:port
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1
+    max_concurrent: Optional[int] = None
+    trial_retries: int = 1                   # restarts of a Ray trial whose worker died
+    ray_storage: Optional[str] = None        # Tune's trial folders; shared disk for a multi-node cluster
+    prior: list[Literal["sensitivity"]] = Field(default_factory=list)
+    prior_batches: int = 16                  # sensitivity: batches of gradient² (SPT's default)
+    prior_budgets: list[str] = Field(default_factory=lambda: ["0.1%", "0.5%", "1%"])  # SPT points to start from
+    sensitive_layers: Optional[int] = None   # restrict placement to the K most sensitive layers
 
-    @field_validator("objectives", "prompt_column", mode="before")
+    @field_validator("objectives", "prompt_column", "prior", "prior_budgets", mode="before")
     @classmethod
     def _comma_list(cls, value):
         if isinstance(value, str):
@@ -119,9 +132,24 @@ class SearchSettings(BaseModel):
         return None if self.time_budget is None else parse_duration(self.time_budget)
 
     def public_dict(self, masked_storage: str | None) -> dict[str, Any]:
-        """The settings as written to run.json: the storage URL masked."""
+        """The settings as written to run.json: the storage URL and the Ray address masked."""
+        from autopeft.redact import mask_url
+
         data = self.model_dump(mode="json")
         data["storage"] = masked_storage
+        data["ray_address"] = mask_url(self.ray_address)
+        return data
+
+    def for_workers(self) -> dict[str, Any]:
+        """What a trial worker needs to rebuild model, task and training: local paths made absolute
+        (workers run in other folders), no storage URL or Ray address (they may hold credentials)."""
+        data = self.model_dump(mode="json")
+        for name in ("model", "dataset", "deepspeed"):
+            value = data.get(name)
+            if value and Path(value).expanduser().exists():
+                data[name] = str(Path(value).expanduser().resolve())
+        for name in ("storage", "ray_address", "ray_storage", "out", "study_name"):
+            data.pop(name, None)
         return data
 
 

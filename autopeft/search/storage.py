@@ -5,25 +5,17 @@ Storage URLs may carry a password; :func:`mask_url` is what gets printed, logged
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import optuna
 
 from autopeft.errors import AutopeftError
+from autopeft.redact import has_credentials, mask_url
+
+__all__ = ["DEFAULT_DB", "JOURNAL_SUFFIXES", "default_storage", "has_credentials", "mask_url", "open_storage"]
 
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
 DEFAULT_DB = "study.db"
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^/@:]*)(?::[^/@]*)?@")
-
-
-def mask_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://***@host/db`` (user names can be secret too)."""
-    return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", url)
-
-
-def has_credentials(url: str) -> bool:
-    return bool(_CREDENTIALS.search(url))
 
 
 def default_storage(run_dir: Path) -> str:

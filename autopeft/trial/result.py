@@ -23,6 +23,7 @@ class TrialResult:
     eval_seconds: float = 0.0
     setup_seconds: float = 0.0            # copy of the base model + PEFT injection
     wall_seconds: float = 0.0
+    started_at: float = 0.0               # Unix time the trial started (a timeline of concurrent trials)
     train_examples_per_second: float = 0.0
     eval_examples_per_second: float = 0.0
     peak_memory_mb: float = 0.0           # peak RSS during the trial (CPU) or max CUDA allocation

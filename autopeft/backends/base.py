@@ -1,0 +1,66 @@
+"""What a backend runs (a :class:`TrialJob`) and the two ways it is asked to run them.
+
+The search hands out jobs one at a time (:class:`JobSource`) and a backend decides where and how
+many at once they train; the final stage hands over a fixed list (:meth:`Backend.run_all`).
+Backends know nothing of samplers, rungs or storages.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Union
+
+from autopeft.space import PeftPoint
+from autopeft.trial.fidelity import Fidelity
+from autopeft.trial.result import TrialResult
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    id: str                        # unique within a search, e.g. "rung-0-12" or "final-3-seed-1"
+    point: PeftPoint
+    fidelity: Fidelity
+    seed: int
+    evaluate_test: bool = False
+    save_adapter: bool = False     # the trained adapter is wanted (final stage)
+
+
+class Finished:
+    """Returned by :meth:`JobSource.next_job` when the search needs no more trials."""
+
+
+FINISHED = Finished()
+
+NextJob = Union[TrialJob, None, Finished]   # None: nothing to start until a running job finishes
+
+
+class JobSource(Protocol):
+    def next_job(self) -> NextJob: ...
+    def finish_job(self, job_id: str, result: TrialResult) -> None: ...
+    def abandon_jobs(self) -> None:
+        """The backend stopped (Ctrl-C, lost cluster) with jobs running: record them as interrupted."""
+
+
+Evaluator = Callable[..., TrialResult]
+"""``evaluator(point, fidelity, seed, *, evaluate_test=False, save_dir=None) -> TrialResult``."""
+
+
+class Backend(abc.ABC):
+    """Where trials run. ``max_concurrent`` jobs may be running at once."""
+
+    name: str = "backend"
+    max_concurrent: int = 1
+
+    @abc.abstractmethod
+    def drive(self, source: JobSource) -> None:
+        """Run the source's jobs until it returns FINISHED and nothing is running."""
+
+    @abc.abstractmethod
+    def run_all(self, jobs: list[TrialJob], adapter_root: Path) -> dict[str, TrialResult]:
+        """Run a fixed list of jobs; a job with ``save_adapter`` leaves its adapter in ``adapter_root/<job.id>``."""
+
+    def close(self) -> None:
+        """Release what the backend started (a local Ray instance)."""
