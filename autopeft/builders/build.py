@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from peft import PeftConfig, PrefixTuningConfig, get_peft_model
 
@@ -24,7 +25,7 @@ from autopeft.tuners.composite import CompositeConfig
 from autopeft.tuners.lofit import LofitConfig
 from autopeft.tuners.lofit.ranking import HeadRanking
 from autopeft.tuners.prefix import PrefixConfig
-from autopeft.tuners.sparse import SparseConfig
+from autopeft.tuners.sparse import SparseConfig, SparseMask
 
 TASK_TYPES = {"classification": "SEQ_CLS", "regression": "SEQ_CLS", "causal_lm": "CAUSAL_LM"}
 
@@ -34,7 +35,8 @@ class BuildContext:
     """Priors some module types need; computed once per (model, task) and reused for every point."""
 
     head_ranking: HeadRanking | None = None   # LoFiT: which heads matter (``autopeft select-heads``)
-    sparse_seed: int = 0                      # sparse tuning: seed of the random mask when no sensitivity mask
+    sensitivity: Any = None                   # SPT: an autopeft.priors.SensitivityMap; sparse masks take its top entries
+    sparse_seed: int = 0                      # sparse tuning: seed of the random mask when there is no sensitivity
 
 
 def _qualified(arch: Architecture, layers, relative: str) -> list[str]:
@@ -94,17 +96,39 @@ def _lofit(module: ModuleChoice, arch: Architecture, task_type, context: BuildCo
                        train_offset=True, task_type=task_type)
 
 
+def _scored_names(scores: dict, targets: list[str]) -> list[str]:
+    """Full module names in a sensitivity map for layer-relative names (``encoder.layer.0...`` ->
+    ``bert.encoder.layer.0...``)."""
+    names = []
+    for target in targets:
+        found = [name for name in scores if name == target or name.endswith("." + target)]
+        if len(found) != 1:
+            raise SpaceError(f"the sensitivity map has {len(found)} matrices named like '{target}' (expected 1)")
+        names.append(found[0])
+    return names
+
+
 def _sparse(module: ModuleChoice, arch: Architecture, task_type, context: BuildContext) -> list[SparseConfig]:
-    """Random masks at the point's density (SPT's sensitivity masks replace these when available)."""
+    """The point's own mask file (an SPT allocation); else, at the point's density, the most sensitive entries
+    of each matrix when a sensitivity map is known, or a seeded random mask."""
+    if "mask" in module.options:
+        mask = SparseMask.load(module.options["mask"])
+        return [SparseConfig(target_modules=sorted(mask.indices), masks=mask, task_type=task_type)]
     names = role_modules(arch, module.targets)
     groups: dict[float, list[int]] = {}
     for layer, density in module.sizes.items():
         groups.setdefault(float(density), []).append(layer)
-    return [
-        SparseConfig(target_modules=[arch.module_name(l, n) for l in layers for n in names], density=density,
-                     mask_seed=context.sparse_seed, task_type=task_type)
-        for density, layers in sorted(groups.items())
-    ]
+    configs = []
+    for density, layers in sorted(groups.items()):
+        targets = [arch.module_name(l, n) for l in layers for n in names]
+        if context.sensitivity is not None:
+            names = _scored_names(context.sensitivity.scores, targets)
+            mask = context.sensitivity.top_fraction_mask(names, density)
+            configs.append(SparseConfig(target_modules=names, masks=mask, density=density, task_type=task_type))
+        else:
+            configs.append(SparseConfig(target_modules=targets, density=density, mask_seed=context.sparse_seed,
+                                        task_type=task_type))
+    return configs
 
 
 def component_configs(point: PeftPoint, model_config, kind: str, context: BuildContext = BuildContext()):

@@ -10,6 +10,7 @@ import re
 from peft import IA3Config, LNTuningConfig, LoraConfig
 
 from autopeft.arch import Architecture
+from autopeft.space.params import matrices_per_layer
 from autopeft.space.point import ModuleChoice
 
 
@@ -25,8 +26,26 @@ def layer_regex(arch: Architecture, layers, relative_names) -> str:
     return rf"(.*\.)?{re.escape(arch.layer_prefix)}\.({layer_part})\.({module_part})"
 
 
+def _lora_on_named_matrices(module: ModuleChoice, arch: Architecture, task_type: str | None) -> LoraConfig:
+    """LoRA on an explicit (layer, role) set: full module names, which PEFT matches exactly."""
+    ranks = {int(layer): int(r) for layer, r in module.sizes.items()}
+    alpha = module.options.get("alpha", 2.0)
+    targets = {layer: [arch.module_name(layer, n) for n in role_modules(arch, roles)]
+               for layer, roles in matrices_per_layer(module).items()}
+    default_rank = max(set(ranks.values()), key=list(ranks.values()).count)
+    pattern = {re.escape(name): ranks[layer] for layer, names in targets.items() for name in names
+               if ranks[layer] != default_rank}
+    return LoraConfig(
+        r=default_rank, lora_alpha=alpha * default_rank, lora_dropout=0.0,
+        target_modules=sorted(name for names in targets.values() for name in names),
+        rank_pattern=pattern, alpha_pattern={k: alpha * r for k, r in pattern.items()}, task_type=task_type,
+    )
+
+
 def lora_config(module: ModuleChoice, arch: Architecture, task_type: str | None) -> LoraConfig:
     """LoRA on the chosen matrices of the chosen layers, with a rank per layer via ``rank_pattern``."""
+    if "matrices" in module.options:
+        return _lora_on_named_matrices(module, arch, task_type)
     names = role_modules(arch, module.targets)
     ranks = {layer: int(r) for layer, r in module.sizes.items()}
     default_rank = max(set(ranks.values()), key=list(ranks.values()).count)  # the most common rank

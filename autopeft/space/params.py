@@ -15,10 +15,20 @@ def sparse_entries(density: float, rows: int, cols: int) -> int:
     return max(1, round(density * rows * cols))
 
 
+def matrices_per_layer(module: ModuleChoice) -> dict[int, list[str]]:
+    """The roles each layer adapts: ``targets`` everywhere, unless the point names them per layer
+    (``options['matrices']``, e.g. an SPT allocation that puts LoRA on different matrices per layer)."""
+    explicit = module.options.get("matrices")
+    if explicit is None:
+        return {layer: list(module.targets) for layer in module.sizes}
+    return {int(layer): list(roles) for layer, roles in explicit.items()}
+
+
 def _module_params(module: ModuleChoice, arch: Architecture, dims: Dimensions, shapes) -> int:
     kind, sizes = module.type, module.sizes
     if kind == "lora":
-        return sum(int(r) * (i + o) for r in sizes.values() for t in module.targets for o, i in shapes[t])
+        roles = matrices_per_layer(module)
+        return sum(int(r) * (i + o) for layer, r in sizes.items() for t in roles[layer] for o, i in shapes[t])
     if kind == "ia3":  # PEFT's IA3 scales a feed-forward module's input, any other module's output
         per_layer = sum(i if t == "ffn_out" else o for t in module.targets for o, i in shapes[t])
         return per_layer * len(sizes)
@@ -35,6 +45,8 @@ def _module_params(module: ModuleChoice, arch: Architecture, dims: Dimensions, s
         return per_norm * len(arch.layer_norms) * len(sizes)
     if kind == "lofit":  # K heads chosen over the placed layers; one offset vector per head
         return int(next(iter(sizes.values()))) * dims.head_dim
+    if kind == "sparse" and "mask" in module.options:  # a mask file (SPT): exactly its entries
+        return int(module.options["entries"])
     if kind == "sparse":
         return sum(sparse_entries(d, o, i) for d in sizes.values() for t in module.targets for o, i in shapes[t])
     raise ValueError(f"unknown module type {kind!r}")

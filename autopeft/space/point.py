@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -42,6 +43,57 @@ class PeftPoint:
         if self.training:
             data["training"] = dict(self.training)
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PeftPoint":
+        """The inverse of :meth:`to_dict` (a module's type is its name unless it says ``type:``)."""
+        modules = {}
+        for name, spec in (data.get("modules") or {}).items():
+            spec = dict(spec)
+            kind = spec.pop("type", name)
+            layers = [int(layer) for layer in spec.pop("layers")]
+            size = spec.pop("size", 1)
+            sizes = {int(k): v for k, v in size.items()} if isinstance(size, dict) else {layer: size for layer in layers}
+            targets = tuple(spec.pop("targets", ()))
+            modules[name] = ModuleChoice(kind, sizes, targets, spec)
+        return cls(modules, dict(data.get("training") or {}))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "PeftPoint":
+        """A point YAML (``autopeft export``'s point.yaml, ``autopeft sensitivity``'s SPT points); a module's
+        ``mask`` file is relative to the YAML's folder."""
+        import yaml
+
+        from autopeft.errors import AutopeftError
+
+        path = Path(path)
+        if not path.is_file():
+            raise AutopeftError(f"point file '{path}' does not exist")
+        try:
+            point = cls.from_dict(yaml.safe_load(path.read_text()) or {})
+        except (yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise AutopeftError(f"'{path}' is not a point file: {type(exc).__name__}: {exc}") from None
+        if point.is_empty:
+            raise AutopeftError(f"point file '{path}' has no modules")
+        modules = {}
+        for name, module in point.modules.items():
+            if "mask" in module.options:
+                options = {**module.options, "mask": str((path.parent / module.options["mask"]).resolve())}
+                module = ModuleChoice(module.type, module.sizes, module.targets, options)
+            modules[name] = module
+        return cls(modules, point.training)
+
+    def save(self, path: str | Path) -> None:
+        """As YAML; mask files in the same folder are written relative to it, so the folder can move."""
+        import yaml
+
+        path = Path(path)
+        data = self.to_dict()
+        for spec in data["modules"].values():
+            mask = Path(spec["mask"]) if "mask" in spec else None
+            if mask is not None and mask.resolve().parent == path.parent.resolve():
+                spec["mask"] = mask.name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
 
     def describe(self) -> str:
         if not self.modules:

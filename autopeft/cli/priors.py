@@ -1,0 +1,93 @@
+"""``autopeft sensitivity``: SPT's gradient² sensitivity map and SPT allocations at several budgets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from autopeft.cli.app import (
+    DatasetConfigOpt, DatasetOpt, LabelColOpt, MetricOpt, ModelOpt, PairColOpt, PromptColOpt, ResponseColOpt, TaskOpt,
+    TextColOpt, TrustOpt, app, console, load_task_from_flags,
+)
+
+
+def budget_label(text: str) -> str:
+    return text.strip().replace("%", "pct").replace(".", "_")
+
+
+@app.command()
+def sensitivity(
+    model: ModelOpt,
+    dataset: DatasetOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the map, heatmap and SPT points.")],
+    dataset_config: DatasetConfigOpt = None,
+    task: TaskOpt = None,
+    text_column: TextColOpt = None,
+    text_pair_column: PairColOpt = None,
+    label_column: LabelColOpt = None,
+    prompt_column: PromptColOpt = None,
+    response_column: ResponseColOpt = None,
+    metric: MetricOpt = None,
+    batches: Annotated[int, typer.Option(help="Batches of gradient² to sum (SPT: 16).")] = 16,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    max_length: Annotated[int, typer.Option()] = 128,
+    budgets: Annotated[str, typer.Option(help="Trainable-parameter budgets of the SPT points: counts or % of the model.")] = "0.1%,0.5%,1%",
+    seed: Annotated[int, typer.Option()] = 0,
+    trust_remote_code: TrustOpt = False,
+):
+    """Sensitivity of every weight matrix (Σ grad² over a few batches) and SPT points at the given budgets.
+
+    Each budget gets a folder with point.yaml (LoRA where sensitive weights cluster, sparse tuning of the
+    most sensitive entries elsewhere) that `autopeft trial --point` trains. The map is cached by
+    (model, dataset, batches, batch size, length, seed): a second run, or a search with
+    `--prior sensitivity`, reuses it.
+    """
+    from autopeft.models import get_base_model
+    from autopeft.priors.sensitivity import load_or_compute_sensitivity
+    from autopeft.priors.spt import spt_allocation
+    from autopeft.search.settings import parse_max_params
+    from autopeft.space import count_model_params
+
+    if batches < 1 or batch_size < 1:
+        raise typer.BadParameter("--batches and --batch-size must be at least 1")
+    task_data = load_task_from_flags(dataset, dataset_config, task, text_column, text_pair_column, label_column,
+                                     prompt_column, response_column, metric, seed)
+    with console.status(f"loading {model}"):
+        base = get_base_model(model, task_data.spec.kind, num_labels=max(task_data.spec.num_labels, 1),
+                              trust_remote_code=trust_remote_code)
+    model_params = count_model_params(base.config)
+    wanted = [(text.strip(), parse_max_params(text, model_params)) for text in budgets.split(",") if text.strip()]
+    with console.status(f"sensitivity of {model} on {task_data.name} ({batches} batches of {batch_size})"):
+        smap, cached = load_or_compute_sensitivity(base, task_data, batches=batches, batch_size=batch_size,
+                                                   max_length=max_length, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    smap.save(out / "sensitivity")
+    smap.heatmap(out / "heatmap.png")
+    seconds = smap.meta["seconds"]
+    table = Table(title="SPT points (" + ("cached map" if cached else f"map computed in {seconds:.1f} s") + ")")
+    for column in ("budget", "params", "% of model", "LoRA matrices (r=8)", "sparse entries", "folder"):
+        table.add_column(column, justify="right" if column not in ("budget", "folder") else "left")
+    points = []
+    for text, budget in wanted:
+        allocation = spt_allocation(smap.scores, base.config, budget)
+        folder = out / f"spt-{budget_label(text)}"
+        folder.mkdir(exist_ok=True)
+        point = allocation.to_point(folder / "sparse_mask.safetensors")
+        point.save(folder / "point.yaml")
+        lora_matrices = sum(len(roles) for roles in allocation.structured.values())
+        points.append({"budget": text, "budget_params": budget, "params": allocation.params,
+                       "lora_params": allocation.lora_params, "sparse_params": allocation.sparse_params,
+                       "lora_matrices": allocation.structured, "folder": folder.name})
+        table.add_row(text, f"{allocation.params:,}", f"{100 * allocation.params / model_params:.3f}",
+                      str(lora_matrices), f"{allocation.sparse_params:,}", folder.name)
+    (out / "summary.json").write_text(json.dumps(
+        {"model": model, "task": task_data.name, "cached": cached, "meta": smap.meta, "model_params": model_params,
+         "summary": smap.summary(), "spt_points": points}, indent=2, default=str))
+    Console().print(table)
+    console.print(f"wrote {out} (sensitivity/, heatmap.png, summary.json, spt-*/point.yaml); "
+                  f"train one with: autopeft trial --model {model} --dataset {dataset} --point {out}/spt-.../point.yaml")

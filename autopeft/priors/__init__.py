@@ -1,0 +1,24 @@
+"""Priors: task-specific knowledge computed once before a search and cached on disk (SPT's sensitivity map)."""
+
+from autopeft.priors.cache import atomic_folder, cache_dir, cache_key, cached_path
+from autopeft.priors.sensitivity import (
+    SensitivityMap,
+    compute_sensitivity,
+    load_or_compute_sensitivity,
+    model_signature,
+    role_modules,
+    sensitivity_batches,
+)
+
+__all__ = [
+    "SensitivityMap",
+    "atomic_folder",
+    "cache_dir",
+    "cache_key",
+    "cached_path",
+    "compute_sensitivity",
+    "load_or_compute_sensitivity",
+    "model_signature",
+    "role_modules",
+    "sensitivity_batches",
+]
