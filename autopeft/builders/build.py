@@ -85,7 +85,7 @@ def _bitfit(module: ModuleChoice, arch: Architecture, task_type) -> BitFitConfig
 
 def _lofit(module: ModuleChoice, arch: Architecture, task_type, context: BuildContext) -> LofitConfig:
     if context.head_ranking is None:
-        raise SpaceError("LoFiT needs a head ranking: run `autopeft select-heads` (or pass one to the builder)")
+        raise SpaceError("LoFiT needs a head ranking: search with `--prior heads` (or pass one to the builder)")
     ranking = context.head_ranking
     on_layers = set(module.layers)
     scores = [row if layer in on_layers else [float("-inf")] * len(row) for layer, row in enumerate(ranking.scores)]

@@ -173,3 +173,4 @@ def _print_result(result, metric: str) -> None:
 from autopeft.cli import space as _space_commands  # noqa: E402,F401  (registers 'autopeft space')
 from autopeft.cli import search as _search_commands  # noqa: E402,F401  (registers search, export, report)
 from autopeft.cli import priors as _prior_commands  # noqa: E402,F401  (registers sensitivity)
+from autopeft.cli import heads as _head_commands  # noqa: E402,F401  (registers select-heads)

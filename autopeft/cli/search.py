@@ -128,7 +128,7 @@ def search(
     max_concurrent: Annotated[Optional[int], typer.Option(help="Ray: trials at once (default: as resources allow).")] = None,
     trial_retries: Annotated[Optional[int], typer.Option(help="Ray: restarts of a trial whose worker died (default 1).")] = None,
     ray_storage: Annotated[Optional[str], typer.Option(help="Ray: Tune's trial folders (shared disk for several nodes).")] = None,
-    prior: Annotated[Optional[str], typer.Option(help="Priors: sensitivity (SPT's map: masks for sparse tuning, SPT starting points).")] = None,
+    prior: Annotated[Optional[str], typer.Option(help="Comma-separated priors: sensitivity (SPT: sparse masks, starting points), heads (LoFiT head ranking).")] = None,
     prior_batches: Annotated[Optional[int], typer.Option(help="Sensitivity: batches of gradient² (default 16).")] = None,
     prior_budgets: Annotated[Optional[str], typer.Option(help="Sensitivity: budgets of the SPT starting points (default 0.1%,0.5%,1%).")] = None,
     sensitive_layers: Annotated[Optional[int], typer.Option(help="Sensitivity: place modules only in the K most sensitive layers.")] = None,

@@ -78,6 +78,13 @@ def search_sensitivity(settings, base, task):
                                        max_length=settings.max_length, seed=settings.seed)
 
 
+def search_head_ranking(settings, base, task):
+    """LoFiT's step-1 head ranking for ``--prior heads`` (defaults of ``autopeft select-heads``), cached like the map."""
+    from autopeft.priors.heads import load_or_select_heads
+
+    return load_or_select_heads(base, task, max_length=settings.max_length, seed=settings.seed)
+
+
 def make_runner_evaluator(settings, task=None, adapter_builder: AdapterBuilder | None = None) -> RunnerEvaluator:
     """The production evaluator: base model loaded once, builders (with the search's priors), trial runner,
     training defaults."""
@@ -88,9 +95,9 @@ def make_runner_evaluator(settings, task=None, adapter_builder: AdapterBuilder |
     task = task or load_search_task(settings)
     base = get_base_model(settings.model, task.spec.kind, num_labels=max(task.spec.num_labels, 1),
                           trust_remote_code=settings.trust_remote_code)
-    context = BuildContext()
-    if "sensitivity" in settings.prior:
-        context = BuildContext(sensitivity=search_sensitivity(settings, base, task)[0])
+    sensitivity = search_sensitivity(settings, base, task)[0] if "sensitivity" in settings.prior else None
+    ranking = search_head_ranking(settings, base, task)[0] if "heads" in settings.prior else None
+    context = BuildContext(head_ranking=ranking, sensitivity=sensitivity)
     builder = adapter_builder or builders_adapter_builder(base.config, task.spec.kind, context)
     training = TrainingConfig(learning_rate=settings.lr, bf16=settings.bf16, deepspeed=settings.deepspeed)
     return RunnerEvaluator(TrialRunner(base, task), builder, training)

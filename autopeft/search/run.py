@@ -86,7 +86,8 @@ def _backend(settings: SearchSettings, task, run_dir: Path,
 
 
 def _apply_priors(settings: SearchSettings, task, space, max_params: int | None, observer):
-    """``--prior sensitivity``: the (cached) SPT map restricts placement to the most sensitive layers when asked,
+    """``--prior heads``: LoFiT's head ranking, learned once (cached) for LoFiT modules.
+    ``--prior sensitivity``: the (cached) SPT map restricts placement to the most sensitive layers when asked,
     and the space points nearest to SPT's allocations at ``prior_budgets`` start the search."""
     import numpy as np
 
@@ -100,6 +101,11 @@ def _apply_priors(settings: SearchSettings, task, space, max_params: int | None,
 
     base = get_base_model(settings.model, task.spec.kind, num_labels=max(task.spec.num_labels, 1),
                           trust_remote_code=settings.trust_remote_code)
+    if "heads" in settings.prior:  # computed here once, so trials (and Ray workers) read it from the cache
+        _, meta, cached = evaluator_module.search_head_ranking(settings, base, task)
+        note("LoFiT head ranking " + ("read from the cache" if cached else f"learned in {meta['seconds']:.1f} s"))
+    if "sensitivity" not in settings.prior:
+        return space, []
     smap, cached = evaluator_module.search_sensitivity(settings, base, task)
     seconds = smap.meta["seconds"]
     note("sensitivity map " + ("read from the cache" if cached else f"computed in {seconds:.1f} s"))

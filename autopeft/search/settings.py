@@ -69,7 +69,7 @@ class SearchSettings(BaseModel):
     max_concurrent: Optional[int] = None
     trial_retries: int = 1                   # restarts of a Ray trial whose worker died
     ray_storage: Optional[str] = None        # Tune's trial folders; shared disk for a multi-node cluster
-    prior: list[Literal["sensitivity"]] = Field(default_factory=list)
+    prior: list[Literal["sensitivity", "heads"]] = Field(default_factory=list)
     prior_batches: int = 16                  # sensitivity: batches of gradient² (SPT's default)
     prior_budgets: list[str] = Field(default_factory=lambda: ["0.1%", "0.5%", "1%"])  # SPT points to start from
     sensitive_layers: Optional[int] = None   # restrict placement to the K most sensitive layers
