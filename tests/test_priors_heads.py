@@ -188,7 +188,7 @@ def test_search_with_the_heads_prior_trains_lofit_points_from_the_cached_ranking
     settings = merge_settings({}, dict(
         model=write_tiny_model(tmp_path / "model"), dataset=write_tiny_task(tmp_path / "task"),
         space=str(tmp_path / "space.yaml"), trials=2, sampler="random", baselines=False, quasi_random=0,
-        final_seeds=0, max_length=16, batch_size=16, prior=["heads"], out=str(tmp_path / "run")))
+        final_seeds=1, max_length=16, batch_size=16, prior=["heads"], out=str(tmp_path / "run")))
     run_search(settings)
     info = read_run_info(tmp_path / "run")
     trials = optuna.load_study(study_name=R.rung_study_name(info.study_name, 0), storage=info.open_storage()).trials
@@ -196,3 +196,20 @@ def test_search_with_the_heads_prior_trains_lofit_points_from_the_cached_ranking
         [t.user_attrs.get(R.REASON) for t in trials]
     assert all(t.user_attrs[R.RESULT]["adapter_params"] == t.user_attrs[R.ADAPTER_PARAMS] for t in trials)
     assert list((tmp_path / "cache" / "heads").iterdir())  # the ranking was learned once and cached
+
+    # exported offsets, and the folded form (W_o·v in the output projection's bias) giving the same outputs
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from autopeft.export import export_run
+
+    folder, _ = export_run(tmp_path / "run", merged=True)
+    exported = sorted(p.parent for p in folder.glob("*/adapter_config.json"))
+    assert exported and all((p / "merged" / "config.json").is_file() for p in exported)
+    inputs = {"input_ids": torch.randint(5, VOCAB, (3, 10), generator=torch.Generator().manual_seed(0))}
+    for adapter in exported:
+        merged = AutoModelForSequenceClassification.from_pretrained(adapter / "merged").eval()
+        peft_model = PeftModel.from_pretrained(
+            AutoModelForSequenceClassification.from_pretrained(settings.model), str(adapter)).eval()
+        with torch.no_grad():
+            assert torch.allclose(merged(**inputs).logits, peft_model(**inputs).logits, atol=1e-5)

@@ -171,11 +171,12 @@ def export(
     run_dir: RunDirArg,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Default: RUN_DIR/export.")] = None,
     storage: StorageOpt = None,
+    merged: Annotated[bool, typer.Option("--merged", help="Also write each adapter folded into the base model (folder/merged).")] = False,
 ):
     """Write the Pareto-optimal adapters (PEFT folders), pareto.json and trials.csv."""
     from autopeft.export import export_run
 
-    folder, results = export_run(run_dir, out, storage)
+    folder, results = export_run(run_dir, out, storage, merged=merged)
     Console().print(front_table(results.front, results.info.objectives, f"exported Pareto front ({results.front_stage})"))
     console.print(f"wrote {folder}")
 

@@ -10,6 +10,8 @@ moved into place at the end, so an interrupted export never leaves a half-writte
         adapter_model.safetensors   peft.PeftModel.from_pretrained(base_model, folder) loads it
         point.yaml              the point in the search space's vocabulary (PeftPoint.to_dict())
         metrics.json
+        merged/                 with --merged: the base model with the adapter folded in (LoRA, IA3,
+                                LoFiT offsets into the output projection's bias, ...), plain transformers
 """
 
 from __future__ import annotations
@@ -81,8 +83,36 @@ def trials_csv(results: RunResults) -> str:
     return buffer.getvalue()
 
 
-def export_run(run_dir: str | Path, out: str | Path | None = None, storage: str | None = None) -> tuple[Path, RunResults]:
+def _merged_writer(results: RunResults):
+    """folder -> writes folder/merged (the base model with the adapter folded in), or returns why not."""
+    from peft import PeftModel
+
+    from autopeft.models import get_base_model
+    from autopeft.search.evaluator import load_search_task
+    from autopeft.search.settings import SearchSettings
+
+    settings = SearchSettings.model_validate(results.info.settings)
+    spec = load_search_task(settings).spec
+    base = get_base_model(settings.model, spec.kind, num_labels=max(spec.num_labels, 1),
+                          trust_remote_code=settings.trust_remote_code)
+
+    def write(folder: Path) -> str | None:
+        model = PeftModel.from_pretrained(base.fresh_copy(0), str(folder))
+        try:
+            merged = model.merge_and_unload()
+        except (AttributeError, NotImplementedError, ValueError, TypeError) as exc:
+            return f"not mergeable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        merged.save_pretrained(folder / "merged")
+        base.tokenizer.save_pretrained(folder / "merged")
+        return None
+
+    return write
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None, storage: str | None = None,
+               merged: bool = False) -> tuple[Path, RunResults]:
     results = load_results(run_dir, storage)
+    write_merged = _merged_writer(results) if merged else None
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "export"
     staging = temp_dir_beside(out)
@@ -96,6 +126,11 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, storage: str 
             if adapter and (run_dir / adapter / "adapter_config.json").is_file():
                 shutil.copytree(run_dir / adapter, folder, dirs_exist_ok=True)
                 summary["adapter"] = folder.name
+                if write_merged is not None:
+                    why_not = write_merged(folder)
+                    summary["merged"] = "merged" if why_not is None else None
+                    if why_not:
+                        summary["merged_note"] = why_not
             else:
                 summary["adapter"] = None
                 summary["note"] = ("no PEFT module in this point (task head only)" if not record.attrs.get(R.POINT, {}).get("modules")
