@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from autopeft.errors import AutopeftError
 from autopeft.search import records as R
 from autopeft.search.atomic import replace_dir, temp_dir_beside
 from autopeft.search.records import TrialRecord
@@ -100,8 +101,8 @@ def _merged_writer(results: RunResults):
         model = PeftModel.from_pretrained(base.fresh_copy(0), str(folder))
         try:
             merged = model.merge_and_unload()
-        except (AttributeError, NotImplementedError, ValueError, TypeError) as exc:
-            return f"not mergeable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        except AutopeftError as exc:  # our non-linear tuners (bottleneck adapters, prefix) say why they cannot fold
+            return f"not mergeable: {exc}"
         merged.save_pretrained(folder / "merged")
         base.tokenizer.save_pretrained(folder / "merged")
         return None
