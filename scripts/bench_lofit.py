@@ -48,6 +48,16 @@ def random_ranking(model_id: str, layers: int, heads: int, seed: int):
     return HeadRanking.from_tensor(model_id, torch.rand(layers, heads, generator=torch.Generator().manual_seed(seed)))
 
 
+def layer_normalised(ranking):
+    """Each head's ||A|| over its layer's mean: the ranking without the layer-wide scale (a diagnostic variant)."""
+    import torch
+
+    from autopeft.tuners.lofit import HeadRanking
+
+    scores = torch.tensor(ranking.scores)
+    return HeadRanking.from_tensor(ranking.model_id, scores / scores.mean(dim=1, keepdim=True))
+
+
 def run(args) -> dict:
     from autopeft.builders import BuildContext, build_adapter
     from autopeft.data import load_task
@@ -71,18 +81,21 @@ def run(args) -> dict:
                      max_length=64 if kind != "causal_lm" else args.lm_max_length)
         ranking, meta, cached = load_or_select_heads(base, task, **step1)
         selection[spec] = {"seconds": round(time.perf_counter() - start, 1), "cached": cached, "k": k,
-                           "top_k": ranking.top_k(k), "settings": step1}
+                           "top_k": ranking.top_k(k), "settings": step1,
+                           "layer_mean_norm": [float(f"{sum(row) / len(row):.3g}") for row in ranking.scores]}
         print(f"{spec}: step 1 {selection[spec]['seconds']} s, top-{k} {ranking.top_k(k)}", flush=True)
         runner = TrialRunner(base, task)
         lofit, lora = points(layers, k)
         for seed in range(args.seeds):
-            methods = (
-                ("lofit-learned", lofit, BuildContext(head_ranking=ranking), args.lofit_lr),
-                ("lofit-random", lofit, BuildContext(head_ranking=random_ranking(ranking.model_id, layers, heads, seed)),
-                 args.lofit_lr),
-                ("lora-r8", lora, BuildContext(), args.lora_lr),
-            )
-            for method, point, context, lr in methods:
+            methods = {
+                "lofit-learned": (lofit, BuildContext(head_ranking=ranking), args.lofit_lr),
+                "lofit-random": (lofit, BuildContext(head_ranking=random_ranking(ranking.model_id, layers, heads, seed)),
+                                 args.lofit_lr),
+                "lofit-layer-normalised": (lofit, BuildContext(head_ranking=layer_normalised(ranking)), args.lofit_lr),
+                "lora-r8": (lora, BuildContext(), args.lora_lr),
+            }
+            for method in args.methods.split(","):
+                point, context, lr = methods[method]
                 result = runner.run(build_adapter(point, base.config, kind, context), fidelity, seed,
                                     TrainingConfig(learning_rate=lr))
                 row = {"task": spec, "method": method, "seed": seed, "status": result.status,
@@ -119,6 +132,8 @@ def markdown(data: dict, args) -> str:
     lines += ["", "Step 1 (head selection): " + "; ".join(
         f"{task} {s['seconds']} s{' (cached)' if s['cached'] else ''}, top-{s['k']} {s['top_k']}"
         for task, s in data["step1"].items())]
+    lines += ["", "Mean ‖A‖ per layer after step 1 (first to last layer): " + "; ".join(
+        f"{task} {s['layer_mean_norm']}" for task, s in data["step1"].items() if "layer_mean_norm" in s)]
     return "\n".join(lines) + "\n"
 
 
@@ -126,6 +141,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="minilm:glue_sst2,minilm:trec,smollm2-135m:gsm8k")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--methods", default="lofit-learned,lofit-random,lora-r8",
+                        help="of lofit-learned, lofit-random, lofit-layer-normalised, lora-r8")
     parser.add_argument("--head-fraction", type=float, default=0.1)
     parser.add_argument("--train-examples", type=int, default=1500)
     parser.add_argument("--epochs", type=float, default=2.0)

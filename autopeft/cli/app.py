@@ -174,3 +174,4 @@ from autopeft.cli import space as _space_commands  # noqa: E402,F401  (registers
 from autopeft.cli import search as _search_commands  # noqa: E402,F401  (registers search, export, report)
 from autopeft.cli import priors as _prior_commands  # noqa: E402,F401  (registers sensitivity)
 from autopeft.cli import heads as _head_commands  # noqa: E402,F401  (registers select-heads)
+from autopeft.cli import data as _data_commands  # noqa: E402,F401  (registers select-data)

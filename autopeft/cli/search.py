@@ -132,6 +132,12 @@ def search(
     prior_batches: Annotated[Optional[int], typer.Option(help="Sensitivity: batches of gradient² (default 16).")] = None,
     prior_budgets: Annotated[Optional[str], typer.Option(help="Sensitivity: budgets of the SPT starting points (default 0.1%,0.5%,1%).")] = None,
     sensitive_layers: Annotated[Optional[int], typer.Option(help="Sensitivity: place modules only in the K most sensitive layers.")] = None,
+    subset_strategy: Annotated[Optional[str], typer.Option(help="Data selection for each trial's training subset: random | stratified | kcenter | similarity | dsir | el2n | ot (default: a seeded random draw per trial).")] = None,
+    embedding_model: Annotated[Optional[str], typer.Option(help="Embeddings for data selection (default: the model being tuned).")] = None,
+    warmup_pool: Annotated[Optional[list[str]], typer.Option(help="Dataset(s) whose texts each trial's adapter warms up on first (masked/causal LM); repeatable.")] = None,
+    warmup_strategy: Annotated[Optional[str], typer.Option(help="How the warm-up texts are picked from the pool toward the task (default ot, GOT-D).")] = None,
+    warmup_size: Annotated[Optional[str], typer.Option(help="Warm-up texts: a count, a fraction or N% of the pool.")] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option(help="Warm-up epochs (default 1).")] = None,
 ):
     """Search PEFT configurations for the best task metric at the fewest trainable parameters.
 

@@ -42,6 +42,8 @@ class RunnerEvaluator:
     runner: object                      # autopeft.trial.TrialRunner (not imported here: it pulls in torch data code)
     adapter_builder: AdapterBuilder
     training: object                    # autopeft.trial.TrainingConfig: defaults for what the point leaves open
+    subsets: object = None              # autopeft.search.subsets.TrainSubsets: the point's / search's data selection
+    warmup: object = None               # autopeft.trial.warmup.Warmup: pre-fine-tuning before every trial
 
     def __call__(self, point: PeftPoint, fidelity: Fidelity, seed: int, *, evaluate_test: bool = False,
                  save_dir: Path | None = None) -> TrialResult:
@@ -51,7 +53,12 @@ class RunnerEvaluator:
             factory = self.adapter_builder(point)
         except Exception as exc:  # an unbuildable point fails its trial, not the search
             return TrialResult(status=ERROR, reason=f"error: building the adapter: {type(exc).__name__}: {exc}")
-        return self.runner.run(factory, fidelity, seed, training, evaluate_test=evaluate_test, save_dir=save_dir)
+        try:
+            indices = self.subsets.indices(point.data, fidelity) if self.subsets is not None else None
+        except AutopeftError as exc:  # e.g. a space's size larger than the train split
+            return TrialResult(status=ERROR, reason=f"error: selecting the training data: {exc}")
+        return self.runner.run(factory, fidelity, seed, training, train_indices=indices, warmup=self.warmup,
+                               evaluate_test=evaluate_test, save_dir=save_dir)
 
 
 def load_search_task(settings):
@@ -100,7 +107,28 @@ def make_runner_evaluator(settings, task=None, adapter_builder: AdapterBuilder |
     context = BuildContext(head_ranking=ranking, sensitivity=sensitivity)
     builder = adapter_builder or builders_adapter_builder(base.config, task.spec.kind, context)
     training = TrainingConfig(learning_rate=settings.lr, bf16=settings.bf16, deepspeed=settings.deepspeed)
-    return RunnerEvaluator(TrialRunner(base, task), builder, training)
+    return RunnerEvaluator(TrialRunner(base, task), builder, training, search_subsets(settings, task),
+                           search_warmup(settings, task))
+
+
+def search_subsets(settings, task):
+    """The rankings a trial's training subset is cut from (``--subset-strategy`` or the space's ``data:``)."""
+    from autopeft.search.subsets import TrainSubsets
+
+    return TrainSubsets(task, embedding_model=settings.embedding_model or settings.model, seed=settings.seed,
+                        default_strategy=settings.subset_strategy, max_length=settings.max_length)
+
+
+def search_warmup(settings, task):
+    """``--warmup-pool``'s selection (ranking cached, so the driver and every worker pick the same texts)."""
+    if not settings.warmup_pool:
+        return None
+    from autopeft.search.subsets import pool_warmup
+
+    return pool_warmup(task, pools=settings.warmup_pool, strategy=settings.warmup_strategy,
+                       size=settings.warmup_size, epochs=settings.warmup_epochs,
+                       embedding_model=settings.embedding_model or settings.model, seed=settings.seed,
+                       max_length=settings.max_length)
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,24 @@ def _backend(settings: SearchSettings, task, run_dir: Path,
     return LocalBackend(evaluator_module.make_runner_evaluator(settings, task, adapter_builder))
 
 
+def _check_data_dimensions(space, train_size: int) -> None:
+    """A space's ``data:`` strategies must exist and its sizes fit the train split: one line now, not per trial."""
+    if space.spec.data is None:
+        return
+    from autopeft.priors.selection import get_strategy, parse_size
+    from autopeft.space.schema import Choice
+
+    data = space.spec.data
+    for strategy in data.strategy.choices if isinstance(data.strategy, Choice) else [data.strategy]:
+        get_strategy(strategy)
+    for size in data.size.choices if isinstance(data.size, Choice) else [data.size]:
+        if size is not None:
+            try:
+                parse_size(size, train_size)
+            except AutopeftError as exc:
+                raise AutopeftError(f"{space.source}: data.size: {exc}") from None
+
+
 def _apply_priors(settings: SearchSettings, task, space, max_params: int | None, observer):
     """``--prior heads``: LoFiT's head ranking, learned once (cached) for LoFiT modules.
     ``--prior sensitivity``: the (cached) SPT map restricts placement to the most sensitive layers when asked,
@@ -148,6 +166,7 @@ def run_search(settings: SearchSettings, observer: SearchObserver | None = None,
     model_config = load_model_config(settings.model, trust_remote_code=settings.trust_remote_code)
     space = SearchSpace.from_file(settings.space, model_config)
     max_params = parse_max_params(settings.max_params, count_model_params(model_config))
+    _check_data_dimensions(space, len(task.train))
     initial_points: list = []
     if settings.prior:
         space, initial_points = _apply_priors(settings, task, space, max_params, observer)

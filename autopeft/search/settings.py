@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autopeft.errors import AutopeftError
 from autopeft.search.objectives import DEFAULT_OBJECTIVES
@@ -73,12 +73,49 @@ class SearchSettings(BaseModel):
     prior_batches: int = 16                  # sensitivity: batches of gradient² (SPT's default)
     prior_budgets: list[str] = Field(default_factory=lambda: ["0.1%", "0.5%", "1%"])  # SPT points to start from
     sensitive_layers: Optional[int] = None   # restrict placement to the K most sensitive layers
+    subset_strategy: Optional[str] = None    # data selection for the fidelity's training subset (None: seeded random)
+    embedding_model: Optional[str] = None    # embeddings for data selection (None: the model being tuned)
+    warmup_pool: list[str] = Field(default_factory=list)  # datasets whose texts the adapter warms up on (GOT-D)
+    warmup_strategy: str = "ot"
+    warmup_size: Optional[str] = None        # count, fraction or N% of the pool
+    warmup_epochs: float = 1.0
 
-    @field_validator("objectives", "prompt_column", "prior", "prior_budgets", mode="before")
+    @field_validator("objectives", "prompt_column", "prior", "prior_budgets", "warmup_pool", mode="before")
     @classmethod
     def _comma_list(cls, value):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("subset_strategy", "warmup_strategy")
+    @classmethod
+    def _known_strategy(cls, name):
+        if name is not None:
+            from autopeft.priors.selection import get_strategy
+
+            try:
+                get_strategy(name)
+            except AutopeftError as exc:
+                raise ValueError(str(exc)) from None
+        return name
+
+    @field_validator("warmup_size")
+    @classmethod
+    def _readable_size(cls, value):
+        if value is not None:
+            from autopeft.priors.selection import parse_size
+
+            try:
+                parse_size(value, pool_size=10**12)
+            except AutopeftError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("warmup_epochs")
+    @classmethod
+    def _positive_epochs(cls, value):
+        if not value > 0:
+            raise ValueError("must be positive")
         return value
 
     @field_validator("time_budget")
@@ -127,6 +164,14 @@ class SearchSettings(BaseModel):
             raise ValueError("the last fidelity rung must be 1 (full fidelity)")
         return rungs
 
+    @model_validator(mode="after")
+    def _warmup_complete(self):
+        if self.warmup_pool and self.warmup_size is None:
+            raise ValueError("--warmup-pool needs --warmup-size (a count, a fraction or N% of the pool)")
+        if self.warmup_size is not None and not self.warmup_pool:
+            raise ValueError("--warmup-size needs --warmup-pool")
+        return self
+
     @property
     def time_budget_seconds(self) -> float | None:
         return None if self.time_budget is None else parse_duration(self.time_budget)
@@ -144,10 +189,12 @@ class SearchSettings(BaseModel):
         """What a trial worker needs to rebuild model, task and training: local paths made absolute
         (workers run in other folders), no storage URL or Ray address (they may hold credentials)."""
         data = self.model_dump(mode="json")
-        for name in ("model", "dataset", "deepspeed"):
+        for name in ("model", "dataset", "deepspeed", "embedding_model"):
             value = data.get(name)
             if value and Path(value).expanduser().exists():
                 data[name] = str(Path(value).expanduser().resolve())
+        data["warmup_pool"] = [str(Path(p).expanduser().resolve()) if Path(p).expanduser().exists() else p
+                               for p in data.get("warmup_pool") or []]
         for name in ("storage", "ray_address", "ray_storage", "out", "study_name"):
             data.pop(name, None)
         return data

@@ -32,6 +32,7 @@ class ModuleChoice:
 class PeftPoint:
     modules: dict[str, ModuleChoice]
     training: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)  # {"strategy": name, "size": count|fraction|"N%"|None}
 
     @property
     def is_empty(self) -> bool:
@@ -42,6 +43,8 @@ class PeftPoint:
         data: dict[str, Any] = {"modules": {name: m.to_dict() for name, m in self.modules.items()}}
         if self.training:
             data["training"] = dict(self.training)
+        if self.data:
+            data["data"] = dict(self.data)
         return data
 
     @classmethod
@@ -56,7 +59,7 @@ class PeftPoint:
             sizes = {int(k): v for k, v in size.items()} if isinstance(size, dict) else {layer: size for layer in layers}
             targets = tuple(spec.pop("targets", ()))
             modules[name] = ModuleChoice(kind, sizes, targets, spec)
-        return cls(modules, dict(data.get("training") or {}))
+        return cls(modules, dict(data.get("training") or {}), dict(data.get("data") or {}))
 
     @classmethod
     def from_file(cls, path: str | Path) -> "PeftPoint":
@@ -81,7 +84,7 @@ class PeftPoint:
                 options = {**module.options, "mask": str((path.parent / module.options["mask"]).resolve())}
                 module = ModuleChoice(module.type, module.sizes, module.targets, options)
             modules[name] = module
-        return cls(modules, point.training)
+        return cls(modules, point.training, point.data)
 
     def save(self, path: str | Path) -> None:
         """As YAML; mask files in the same folder are written relative to it, so the folder can move."""

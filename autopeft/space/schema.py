@@ -91,12 +91,41 @@ class Placement(_Strict):
     layers: list[int] | None = None                        # restrict to these layer indices
 
 
+class DataSpec(_Strict):
+    """Which training examples a trial tunes on, as search dimensions (fixed values or ``{choices: [...]}``).
+
+    ``strategy`` names a data-selection strategy (``autopeft.priors.selection``); ``size`` is a count (> 1) or
+    a fraction (<= 1) of the train split, or a string like ``"10%"``; the trial's fidelity then draws from the
+    first examples of that selection.
+    """
+
+    strategy: Union[str, Choice] = "random"
+    size: Union[float, str, Choice, None] = None
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, size):
+        for value in size.choices if isinstance(size, Choice) else [size]:
+            if value is None:
+                continue
+            number = value
+            if isinstance(value, str):
+                try:
+                    number = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+                except ValueError:
+                    raise ValueError(f"size {value!r} is neither a number nor a percentage") from None
+            if not (isinstance(number, (int, float)) and number > 0):
+                raise ValueError(f"size must be positive, got {value!r}")
+        return size
+
+
 class SpaceSpec(_Strict):
     name: str
     description: str = ""
     placement: Placement = Placement()
     modules: dict[str, ModuleSpec] = Field(min_length=1)
     training: dict[str, Union[float, Range, Choice]] = Field(default_factory=dict)
+    data: DataSpec | None = None
 
     @field_validator("modules")
     @classmethod

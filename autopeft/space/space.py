@@ -134,6 +134,11 @@ class SearchSpace:
                 self._add(f"training.{key}", FloatDistribution(value.low, value.high, log=value.log))
             elif isinstance(value, Choice):
                 self._add(f"training.{key}", CategoricalDistribution(value.choices))
+        if self.spec.data is not None:
+            for key in ("strategy", "size"):
+                value = getattr(self.spec.data, key)
+                if isinstance(value, Choice):
+                    self._add(f"data.{key}", CategoricalDistribution(value.choices))
 
     def _module_dimensions(self, module: str, spec: ModuleSpec, placement: str) -> None:
         parent, parent_values = None, ()
@@ -236,7 +241,12 @@ class SearchSpace:
         training = {}
         for key, value in self.spec.training.items():
             training[key] = params[f"training.{key}"] if isinstance(value, (Range, Choice)) else value
-        return PeftPoint(modules=modules, training=training)
+        data = {}
+        if self.spec.data is not None:
+            for key in ("strategy", "size"):
+                value = getattr(self.spec.data, key)
+                data[key] = params[f"data.{key}"] if isinstance(value, Choice) else value
+        return PeftPoint(modules=modules, training=training, data=data)
 
     def _option(self, module: str, name: str, value, params, default):
         if isinstance(value, Choice):

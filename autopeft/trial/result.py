@@ -28,6 +28,9 @@ class TrialResult:
     eval_examples_per_second: float = 0.0
     peak_memory_mb: float = 0.0           # peak RSS during the trial (CPU) or max CUDA allocation
     final_train_loss: float | None = None
+    warmup_steps: int = 0                 # pre-fine-tuning before the task training (autopeft.trial.warmup)
+    warmup_seconds: float = 0.0
+    warmup_loss: float | None = None      # its last batch's loss
 
     @property
     def ok(self) -> bool:

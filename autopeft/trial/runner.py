@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from autopeft.trial import distributed
 from autopeft.trial.fidelity import Fidelity
 from autopeft.trial.memory import PeakMemory
 from autopeft.trial.result import ERROR, NAN_LOSS, OOM, TrialResult
+from autopeft.trial.warmup import Warmup, lm_warmup
 
 AdapterFactory = Callable[[torch.nn.Module], torch.nn.Module]
 """Turns a fresh base model into a PEFT model (a builder for a search-space point, or a PEFT config)."""
@@ -87,13 +88,15 @@ class TrialRunner:
         training: TrainingConfig = TrainingConfig(),
         *,
         train_indices: np.ndarray | None = None,
+        warmup: Warmup | None = None,
         evaluate_test: bool = False,
         save_dir: str | Path | None = None,
     ) -> TrialResult:
         """Train ``adapter`` and evaluate it; never raises for a failing trial.
 
         ``train_indices`` (into the train split) overrides the seeded random subset of the fidelity:
-        data-selection strategies pass theirs here. ``save_dir`` receives the trained adapter (from
+        data-selection strategies pass theirs here. ``warmup`` pre-fine-tunes the adapter first (masked/causal
+        LM on pool texts, or the task loss on other train rows; not with DeepSpeed or several ranks). ``save_dir`` receives the trained adapter (from
         rank 0; every rank must pass it, since gathering ZeRO-3 partitions is collective). A bad
         ``training.deepspeed`` raises AutopeftError: that is the user's input, not the trial.
         """
@@ -106,6 +109,8 @@ class TrialRunner:
             with PeakMemory(self.device) as memory:
                 model = self._build(adapter, seed, result)
                 subset = self._train_subset(fidelity, seed, train_indices)
+                if warmup is not None:
+                    self._warmup(model, warmup, fidelity, seed, training, deepspeed_config is not None, result)
                 if deepspeed_config is not None:
                     engine = self._deepspeed_engine(model, deepspeed_config, fidelity, len(subset), training)
                 self._train(model, engine, subset, fidelity, seed, training, result)
@@ -176,6 +181,27 @@ class TrialRunner:
             return indices
         order = np.random.default_rng(seed).permutation(available)
         return np.sort(order[: fidelity.train_size(available)])
+
+    def _warmup(self, model, warmup: Warmup, fidelity: Fidelity, seed: int, training: TrainingConfig,
+                deepspeed: bool, result: TrialResult) -> None:
+        if deepspeed or distributed.world_size() > 1:
+            raise ValueError("a warm-up runs in a single plain process (not with DeepSpeed or several ranks)")
+        learning_rate = warmup.learning_rate or training.learning_rate
+        if warmup.objective == "task":
+            record = TrialResult()
+            indices = self._train_subset(fidelity, seed, np.asarray(warmup.train_indices))
+            self._train(model, None, indices, replace(fidelity, epochs=warmup.epochs, max_steps=None), seed,
+                        replace(training, learning_rate=learning_rate), record)
+            result.warmup_steps, result.warmup_seconds = record.steps, record.train_seconds
+            result.warmup_loss = record.final_train_loss
+            return
+        try:
+            done = lm_warmup(model, self.base.tokenizer, self.task.spec.kind, warmup, max_length=fidelity.max_length,
+                             learning_rate=learning_rate, max_grad_norm=training.max_grad_norm, seed=seed,
+                             device=self.device, autocast=lambda: self._autocast(training))
+        except FloatingPointError as exc:
+            raise TrialDiverged(str(exc)) from None
+        result.warmup_steps, result.warmup_seconds, result.warmup_loss = done["steps"], done["seconds"], done["final_loss"]
 
     def _autocast(self, training: TrainingConfig):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=training.bf16)

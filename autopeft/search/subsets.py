@@ -1,0 +1,91 @@
+"""Which training examples a search's trials tune on, and what they warm up on (data-selection priors).
+
+- ``--subset-strategy S`` (or a space's ``data: {strategy, size}`` dimensions): a strategy ranks the task's
+  train split once (cached on disk, so the driver and every worker share it); a trial of fidelity ``f``
+  trains on the first ``f.train_size(size)`` examples of that ranking, i.e. the strategy's own selection
+  at that budget.
+- ``--warmup-pool POOL... --warmup-size N``: GOT-D's use; a strategy picks ``N`` texts of other datasets
+  toward the task's train split, and every trial first warms its adapter up on them (masked/causal LM).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autopeft.errors import AutopeftError
+
+DEFAULT_EMBEDDING_MAX_LENGTH = 128
+
+
+def _embedder(model: str, max_length: int):
+    """(embed function, what identifies it for cache keys); remote code is never run for embeddings."""
+    from autopeft.priors.selection import cached_embeddings, encoder_signature
+
+    return (lambda texts: cached_embeddings(model, texts, max_length=max_length),
+            {"model": encoder_signature(model), "max_length": max_length})
+
+
+class TrainSubsets:
+    """Strategy rankings of a task's train split, computed at most once per strategy (and cached on disk)."""
+
+    def __init__(self, task, *, embedding_model: str, seed: int, default_strategy: str | None = None,
+                 max_length: int = DEFAULT_EMBEDDING_MAX_LENGTH):
+        self.task = task
+        self.embedding_model = embedding_model
+        self.max_length = max_length
+        self.seed = seed
+        self.default_strategy = default_strategy
+        self._inputs = None
+        self._orders: dict[str, np.ndarray] = {}
+
+    def order(self, strategy: str) -> np.ndarray:
+        from autopeft.priors.selection import (SelectionInputs, load_or_compute_order, selection_fingerprint,
+                                               task_labels, task_texts)
+
+        if self._inputs is None:  # on first use: most searches never select
+            texts = task_texts(self.task, "train")
+            labels = task_labels(self.task, "train")
+            embed, embedding = _embedder(self.embedding_model, self.max_length)
+            inputs = SelectionInputs(pool_texts=texts, pool_labels=labels, target_texts=texts, embed=embed)
+            self._inputs = inputs, selection_fingerprint(inputs, embedding)
+        inputs, fingerprint = self._inputs
+        if strategy not in self._orders:
+            self._orders[strategy] = load_or_compute_order(strategy, inputs, self.seed, fingerprint=fingerprint)[0]
+        return self._orders[strategy]
+
+    def indices(self, data: dict, fidelity) -> np.ndarray | None:
+        """Train rows for a point's ``data`` choice at ``fidelity``; None = the trial's own seeded random draw."""
+        from autopeft.priors.selection import parse_size
+
+        strategy = data.get("strategy") or self.default_strategy
+        size = data.get("size")
+        if strategy is None and size is None:
+            return None
+        order = self.order(strategy or "random")
+        available = len(order) if size is None else parse_size(size, len(order))
+        return np.sort(order[: fidelity.train_size(available)])
+
+
+def pool_warmup(task, *, pools: list[str], strategy: str, size: str, epochs: float, embedding_model: str, seed: int,
+                max_length: int = DEFAULT_EMBEDDING_MAX_LENGTH):
+    """The :class:`~autopeft.trial.warmup.Warmup` of ``--warmup-pool``: ``size`` pool texts chosen toward the
+    task's train split by ``strategy`` (ranking cached), masked/causal-LM objective."""
+    from autopeft.priors.selection import (SelectionInputs, load_or_compute_order, parse_size, pool_from_datasets,
+                                           select, selection_fingerprint, task_texts)
+    from autopeft.trial.warmup import Warmup
+
+    texts, sources = pool_from_datasets(pools)
+    if not texts:
+        raise AutopeftError("the warm-up pool has no texts")
+    embed, embedding = _embedder(embedding_model, max_length)
+    inputs = SelectionInputs(pool_texts=list(texts), target_texts=task_texts(task, "train"), embed=embed)
+    order = load_or_compute_order(strategy, inputs, seed, fingerprint=selection_fingerprint(inputs, embedding))[0]
+    chosen = select(order, parse_size(size, len(order)))
+    return Warmup("lm", texts=tuple(texts[i] for i in chosen), epochs=epochs,
+                  label=f"{strategy}:{len(chosen)} of {len(texts)}")
+
+
+def check_strategy(name: str) -> None:
+    from autopeft.priors.selection import get_strategy
+
+    get_strategy(name)

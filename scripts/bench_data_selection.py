@@ -1,0 +1,208 @@
+"""Data selection: each strategy vs random, MiniLM + LoRA r8 (query/value), SST-2 dev accuracy.
+
+Part "pool" (GOT-D's use, Kang et al., ICLR 2024): target = a 1k slice of SST-2 train; pool = the rest of
+SST-2 train + TREC train + CoLA train, texts only. Each strategy selects N pool texts, the adapter is warmed
+up on them with masked LM (1 epoch), then trained on the 1k target; "none" trains on the target directly.
+Part "subset" (cheap low-fidelity trials): each strategy picks N examples of SST-2 train to train on.
+Embeddings: MiniLM mean-pooled (cached); the OT solve time over the whole pool is reported.
+
+    python scripts/bench_data_selection.py [--parts pool,subset] [--budgets 2000,5000] [--seeds 3]
+    -> benchmarks/data_selection.json and .md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+POOL_STRATEGIES = "random,kcenter,similarity,dsir,ot"  # target-aware ones + k-center; el2n/stratified need labels
+SUBSET_STRATEGIES = "random,stratified,kcenter,similarity,el2n"  # dsir and ot rank a pool against itself at random
+
+
+def lora_point(layers: int):
+    from autopeft.space.point import ModuleChoice, PeftPoint
+
+    return PeftPoint({"lora": ModuleChoice("lora", {layer: 8 for layer in range(layers)}, ("query", "value"),
+                                           {"alpha": 2.0})})
+
+
+def train(runner, base, args, seed: int, indices: np.ndarray, warmup=None) -> dict:
+    from autopeft.builders import build_adapter
+    from autopeft.trial import Fidelity, TrainingConfig
+
+    fidelity = Fidelity(epochs=args.epochs, max_length=args.max_length, eval_examples=args.eval_examples)
+    result = runner.run(build_adapter(lora_point(base.config.num_hidden_layers), base.config, "classification"),
+                        fidelity, seed, TrainingConfig(learning_rate=args.lr), train_indices=indices, warmup=warmup)
+    if not result.ok:
+        raise SystemExit(f"trial failed: {result.reason}")
+    return {"accuracy": result.metrics["accuracy"], "train_seconds": round(result.train_seconds, 1),
+            "warmup_seconds": round(result.warmup_seconds, 1), "warmup_loss": result.warmup_loss}
+
+
+def pool_part(args, base, task, runner, embed) -> tuple[list[dict], dict]:
+    from autopeft.priors.selection import (SelectionInputs, load_or_compute_order, pool_from_datasets, select,
+                                           selection_fingerprint, task_texts)
+    from autopeft.trial.warmup import Warmup
+
+    texts = task_texts(task, "train")
+    target_rows = np.sort(np.random.default_rng(args.target_seed).permutation(len(texts))[: args.target_size])
+    rest = np.setdiff1d(np.arange(len(texts)), target_rows)
+    other_texts, other_sources = pool_from_datasets([str(DATASETS / name) for name in ("trec", "glue_cola")])
+    pool_texts = [texts[i] for i in rest] + list(other_texts)
+    origin = np.array(["glue_sst2"] * len(rest) + [source[0] for source in other_sources])
+    inputs = SelectionInputs(pool_texts=pool_texts, pool_labels=None,
+                             target_texts=[texts[i] for i in target_rows], embed=embed)
+    fingerprint = selection_fingerprint(inputs, embed.identity)
+    start = time.perf_counter()
+    _ = inputs.pool_embeddings, inputs.target_embeddings
+    info = {"pool_size": len(pool_texts), "target_size": len(target_rows),
+            "pool_composition": {name: int((origin == name).sum()) for name in np.unique(origin)},
+            "embedding_seconds": round(time.perf_counter() - start, 1), "orders": {}}
+    rows = []
+    for seed in range(args.seeds):
+        row = {"part": "pool", "strategy": "none", "budget": 0, "seed": seed, **train(runner, base, args, seed, target_rows)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    for strategy in args.pool_strategies.split(","):
+        for seed in range(args.seeds):
+            order, meta, cached = load_or_compute_order(strategy, inputs, seed, fingerprint=fingerprint)
+            info["orders"].setdefault(strategy, []).append({"seed": seed, "cached": cached, **_small(meta)})
+            for budget in args.budgets:
+                chosen = select(order, budget)
+                share = {name: round(float((origin[chosen] == name).mean()), 3) for name in np.unique(origin)}
+                warmup = Warmup("lm", texts=tuple(pool_texts[i] for i in chosen), epochs=1.0)
+                row = {"part": "pool", "strategy": strategy, "budget": budget, "seed": seed, "selected_from": share,
+                       **train(runner, base, args, seed, target_rows, warmup)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows, info
+
+
+def subset_part(args, base, task, runner, embed) -> tuple[list[dict], dict]:
+    from autopeft.priors.selection import (SelectionInputs, load_or_compute_order, select, selection_fingerprint,
+                                           task_labels, task_texts)
+
+    texts = task_texts(task, "train")
+    inputs = SelectionInputs(pool_texts=texts, pool_labels=task_labels(task, "train"), target_texts=texts, embed=embed)
+    fingerprint = selection_fingerprint(inputs, embed.identity)
+    rows, info = [], {"pool_size": len(texts), "orders": {}}
+    for strategy in args.subset_strategies.split(","):
+        for seed in range(args.seeds):
+            order, meta, cached = load_or_compute_order(strategy, inputs, seed, fingerprint=fingerprint)
+            info["orders"].setdefault(strategy, []).append({"seed": seed, "cached": cached, **_small(meta)})
+            for size in args.subset_sizes:
+                chosen = select(order, size)
+                labels = np.asarray(inputs.pool_labels)[chosen]
+                row = {"part": "subset", "strategy": strategy, "budget": size, "seed": seed,
+                       "positive_share": round(float((labels == 1).mean()), 3),
+                       **train(runner, base, args, seed, chosen)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows, info
+
+
+def _small(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def markdown(data: dict, args) -> str:
+    lines = ["# Data selection: strategies vs random (MiniLM + LoRA r8 q,v, SST-2 dev accuracy)", "",
+             f"Training: lr {args.lr}, {args.epochs} epoch(s), length {args.max_length}, batch 32, "
+             f"{args.eval_examples or 'all'} dev examples; seeds 0..{args.seeds - 1} (the seed drives the selection "
+             f"of seeded strategies and the training). Embeddings: {args.embedding_model}, mean-pooled.", ""]
+    groups: dict[tuple, list[dict]] = {}
+    for row in data["rows"]:
+        groups.setdefault((row["part"], row["budget"], row["strategy"]), []).append(row)
+    baseline = {}
+    for (part, budget, strategy), rows in groups.items():
+        if strategy in ("random", "none"):
+            baseline[(part, budget if strategy == "random" else 0)] = statistics.mean(r["accuracy"] for r in rows)
+    for part, title in (("pool", "Pool → masked-LM warm-up → 1k SST-2 target (GOT-D's use)"),
+                        ("subset", "Subset of SST-2 train to tune on (low-fidelity trials)")):
+        if part not in data["info"]:
+            continue
+        info = data["info"][part]
+        lines += [f"## {title}", "", f"Pool: {info['pool_size']:,} examples"
+                  + (f" ({', '.join(f'{k} {v:,}' for k, v in info['pool_composition'].items())}); target "
+                     f"{info['target_size']:,}; pool + target embedded in {info['embedding_seconds']} s"
+                     if part == "pool" else "") + ".", "",
+                  "| budget | strategy | accuracy (mean ± std) | Δ vs random | selection seconds | notes |",
+                  "|---:|---|---|---:|---:|---|"]
+        for (row_part, budget, strategy), rows in sorted(groups.items(), key=lambda g: (g[0][1], g[0][2])):
+            if row_part != part:
+                continue
+            accuracy = [r["accuracy"] for r in rows]
+            reference = baseline.get((part, budget))
+            delta = "" if strategy in ("random", "none") or reference is None else \
+                f"{statistics.mean(accuracy) - reference:+.4f}"
+            seconds = [o.get("seconds") for o in info["orders"].get(strategy, []) if not o["cached"]]
+            notes = ""
+            if part == "pool" and strategy != "none":
+                shares = {k: statistics.mean(r["selected_from"][k] for r in rows) for k in rows[0]["selected_from"]}
+                notes = "from " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items())
+            elif part == "subset":
+                notes = f"positive share {statistics.mean(r['positive_share'] for r in rows):.2f}"
+            if part == "pool" and strategy != "none":
+                notes += f"; warm-up {statistics.mean(r['warmup_seconds'] for r in rows):.0f} s"
+            lines.append(f"| {budget or '—'} | {strategy} | {statistics.mean(accuracy):.4f} ± "
+                         f"{statistics.pstdev(accuracy):.4f} | {delta} | "
+                         f"{f'{statistics.mean(s for s in seconds if s is not None):.1f}' if seconds and any(s is not None for s in seconds) else 'cached'} | {notes} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="pool,subset")
+    parser.add_argument("--budgets", default="2000,5000", help="pool part: warm-up examples selected")
+    parser.add_argument("--subset-sizes", default="1000", help="subset part: training examples selected")
+    parser.add_argument("--pool-strategies", default=POOL_STRATEGIES)
+    parser.add_argument("--subset-strategies", default=SUBSET_STRATEGIES)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--target-size", type=int, default=1000)
+    parser.add_argument("--target-seed", type=int, default=0)
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--eval-examples", type=int, default=None)
+    parser.add_argument("--embedding-model", default="minilm")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
+    args = parser.parse_args()
+    args.budgets = [int(b) for b in args.budgets.split(",")]
+    args.subset_sizes = [int(b) for b in args.subset_sizes.split(",")]
+
+    from autopeft.data import load_task
+    from autopeft.models import get_base_model
+    from autopeft.priors.selection import cached_embeddings, encoder_signature
+    from autopeft.trial import TrialRunner
+
+    task = load_task(str(DATASETS / "glue_sst2"))
+    base = get_base_model("minilm", "classification", num_labels=task.spec.num_labels)
+    runner = TrialRunner(base, task)
+
+    def embed(texts):
+        return cached_embeddings(args.embedding_model, texts, max_length=args.max_length)
+
+    embed.identity = {"model": encoder_signature(args.embedding_model), "max_length": args.max_length}
+
+    data = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "rows": [],
+            "info": {}}
+    for part in args.parts.split(","):
+        rows, info = (pool_part if part == "pool" else subset_part)(args, base, task, runner, embed)
+        data["rows"] += rows
+        data["info"][part] = info
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "data_selection.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    (args.out / "data_selection.md").write_text(markdown(data, args))
+    print(markdown(data, args))
+
+
+if __name__ == "__main__":
+    main()
