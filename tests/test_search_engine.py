@@ -109,6 +109,30 @@ def test_over_budget_points_are_pruned_before_training_and_duplicates_reuse_resu
     assert outcome.front and outcome.stopped_because == "trial budget reached"
 
 
+def test_empty_points_are_pruned_before_training(tmp_path):
+    """A point with every module off has nothing to tune: told as pruned, never handed to the evaluator."""
+    import yaml
+
+    text = """\
+name: optional
+modules:
+  lora: {optional: true, targets: [query, value], size: {grid: [2, 4]}}
+  bitfit: {optional: true}
+"""
+    space = SearchSpace(parse_space(yaml.safe_load(text), "optional"), tiny_bert_config(), "optional")
+    evaluator = FakeEvaluator(space)
+    engine, storage = make_engine(tmp_path, evaluator, space, trials=4, baselines=False,
+                                  initial_points=(({"lora.on": 0, "bitfit.on": 0}, "test:empty"),))
+    engine.run()
+    rung0 = stage_records(storage)["rung-0"]
+    empty = [r for r in rung0 if space.decode(r.params).is_empty]
+    assert empty and all(r.state == "pruned" and not r.trained and "every module is off" in r.attrs[R.REASON]
+                         for r in empty)
+    assert sum(r.trained for r in rung0) == 4
+    assert all(not space.decode(r.params).is_empty for r in rung0 if r.trained)
+    assert len(evaluator.calls) == 4
+
+
 def test_a_budget_that_leaves_too_few_points_ends_the_search(tmp_path):
     space = lora_space()
     engine, storage = make_engine(tmp_path, FakeEvaluator(space), space, trials=20, max_params=1200)

@@ -117,6 +117,24 @@ def test_explicit_train_indices_are_used(tiny_bert_dir, sst2):
     assert result.ok and result.train_examples == 10 and result.steps == 1
 
 
+def test_warmups_run_before_the_task_training_and_are_recorded(tiny_bert_dir, sst2):
+    from autopeft.trial.warmup import Warmup
+
+    runner = TrialRunner(get_base_model(tiny_bert_dir, "classification"), sst2)
+    plain = runner.run(LORA, SMALL, seed=0)
+    texts = tuple(sst2.train["sentence"][1000:1040])
+    lm = runner.run(LORA, SMALL, seed=0, warmup=Warmup("lm", texts=texts, batch_size=16))
+    task = runner.run(LORA, SMALL, seed=0, warmup=Warmup("task", train_indices=tuple(range(2000, 2032))))
+    assert plain.ok and lm.ok and task.ok
+    assert (lm.warmup_steps, task.warmup_steps, plain.warmup_steps) == (3, 2, 0)  # 40 texts / 16; 32 rows / 16
+    assert lm.warmup_loss > 0 and task.warmup_loss > 0 and plain.warmup_loss is None
+    assert lm.steps == task.steps == plain.steps and lm.train_examples == plain.train_examples == 64
+    assert lm.metrics["eval_loss"] != plain.metrics["eval_loss"] != task.metrics["eval_loss"]
+    deepspeed = runner.run(LORA, SMALL, seed=0, warmup=Warmup("lm", texts=texts),
+                           training=TrainingConfig(deepspeed="zero2"))
+    assert deepspeed.status == "error" and "single plain process" in deepspeed.reason
+
+
 def test_regression_trial(tiny_bert_dir, shared_datasets_module):
     stsb = load_task(str(shared_datasets_module / "glue_stsb"))
     base = get_base_model(tiny_bert_dir, "regression", num_labels=1)

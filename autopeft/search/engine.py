@@ -336,8 +336,8 @@ class SearchEngine:
                     return None
                 return self._stop("every point of the space has been evaluated")
             if self._idle >= self.plan.max_idle_suggestions:
-                return self._stop(f"the sampler proposed {self._idle} points in a row that were over --max-params or "
-                                  "already evaluated")
+                return self._stop(f"the sampler proposed {self._idle} points in a row that were over --max-params, "
+                                  "empty or already evaluated")
             if self._idle and self._idle % STUCK_AFTER == 0 and not self._enqueue_random_point():
                 return self._stop("no new point within --max-params found by random sampling")
             job = self._ask(0)
@@ -374,10 +374,11 @@ class SearchEngine:
             point = self.space.decode(params)
             if point_key(point) in seen:
                 continue
-            if self.plan.max_params is not None and count_trainable_params(point, self.space.model_config) > self.plan.max_params:
+            size = count_trainable_params(point, self.space.model_config)
+            if size == 0 or (self.plan.max_params is not None and size > self.plan.max_params):
                 continue
-            study.enqueue_trial(params, user_attrs={R.ORIGIN: f"random (the sampler repeated {STUCK_AFTER} rejected or "
-                                                               "duplicate points)"})
+            study.enqueue_trial(params, user_attrs={R.ORIGIN: f"random (the sampler repeated {STUCK_AFTER} rejected, "
+                                                               "empty or duplicate points)"})
             return True
         return False
 
@@ -428,6 +429,10 @@ class SearchEngine:
                                adapter_params: int) -> bool:
         if self.plan.max_params is not None and adapter_params > self.plan.max_params:
             trial.set_user_attr(R.REASON, f"over --max-params: {adapter_params:,} > {self.plan.max_params:,} (not trained)")
+            study.tell(trial, state=TrialState.PRUNED)
+            return True
+        if adapter_params == 0:  # every module off: nothing to tune (samplers such as BoTorch's propose these)
+            trial.set_user_attr(R.REASON, "every module is off: no PEFT module to train (not trained)")
             study.tell(trial, state=TrialState.PRUNED)
             return True
         running = next((r for r in self._running.values() if r.rung == rung and r.key == key), None)
