@@ -1,0 +1,114 @@
+"""The benchmark scripts at toy size (real MiniLM, a few tiny trials), so they never rot.
+
+Each script's ``main`` runs in this process (imports and the loaded model are shared) into a
+temporary folder; the JSON must hold the expected structure and only finite numbers.
+"""
+
+import importlib.util
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+DATASET = ROOT.parent / "shared" / "datasets" / "glue_rte"
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not DATASET.is_dir(), reason="shared datasets missing")]
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", SCRIPTS / f"bench_{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def numbers(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from numbers(item)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield value
+
+
+def run(name: str, out: Path, *extra: str) -> tuple[dict, str]:
+    script(name).main(["--size", "toy", "--out", str(out), *extra])
+    data = json.loads((out / f"{name}.json").read_text())
+    assert data["benchmark"] == name and data["size"] == "toy"
+    assert all(math.isfinite(v) for v in numbers(data))
+    markdown = (out / f"{name}.md").read_text()
+    assert markdown.startswith("# ") and "|---|" in markdown and "--size toy" in markdown
+    return data, markdown
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    return tmp_path_factory.mktemp("benchmarks")
+
+
+@pytest.fixture(scope="module")
+def search(out):
+    return run("search", out)
+
+
+def test_search(search, out):
+    data, markdown = search
+    reference = data["reference"]["rte"]
+    assert reference["params"] > 1e7 and 0.5 <= reference["metric_value"] <= 1 and reference["scored_examples"] == 16
+    assert {(r["sampler"], r["trials"]) for r in data["runs"]} == {("botorch", 2), ("random", 3)}
+    for run_ in data["runs"]:
+        assert (Path(run_["run_dir"]) / "run.json").is_file()
+        assert set(run_["hv_at"]) >= {"1", "2"} and all(v >= 0 for v in run_["hv_at"].values())
+        assert [c["trials"] for c in run_["curve"]] == list(range(1, run_["trials"] + 1))
+        seconds = [c["seconds"] for c in run_["curve"]]
+        assert seconds == sorted(seconds) and seconds[0] > 0
+    goal = data["summary"]["goal"]
+    assert len(goal) == 1 and goal[0]["holds"] in (True, False)
+    assert "## Goal" in markdown and "The goal holds on" in markdown
+
+
+def test_quality(search, out):
+    runs = [r["run_dir"] for r in search[0]["runs"]]
+    data, markdown = run("quality", out, "--from-run", *runs)
+    methods = {r["method"] for r in data["summary"]}
+    assert methods >= {"full", "lora", "pfeiffer", "parallel_adapter", "prefix", "ia3", "bitfit", "mam"}
+    assert all(r["status"] == "ok" and r["test"] is not None for r in data["rows"])
+    full = next(r for r in data["summary"] if r["method"] == "full")
+    lora = next(r for r in data["summary"] if r["method"] == "lora")
+    assert full["percent_of_model"] == pytest.approx(100) and lora["adapter_params"] == 73_728
+    assert [p["budget_percent"] for p in data["autopeft"]] == [0.1, 1.0]
+    for pick in data["autopeft"]:
+        if pick["from"] is not None:
+            assert pick["params"] <= pick["budget_percent"] / 100 * full["adapter_params"]
+    assert "full fine-tuning" in markdown and "autopeft ≤1 %" in markdown
+
+
+def test_fidelity(out):
+    data, markdown = run("fidelity", out)
+    (task,) = data["tasks"]
+    assert len(task["points"]) == 3 and task["n"] == 3
+    assert task["spearman_rho"] is None or -1 <= task["spearman_rho"] <= 1
+    assert "Spearman" in markdown
+
+
+def test_overhead(out):
+    data, markdown = run("overhead", out)
+    trials = data["search"]["trials"]
+    assert len(trials) == 2
+    assert all(t["engine_wall_s"] >= t["runner_wall_s"] >= t["compute_s"] > 0 for t in trials)
+    (suggestion,) = data["suggestion"]
+    assert suggestion["sampler"] == "random" and set(suggestion["median_by_trial_count"]) == {"3", "6"}
+    assert data["memory"]["peak_process_mb"] >= data["memory"]["rss_after_model_and_task_mb"] > 0
+    assert "Suggestion time" in markdown
+
+
+def test_toy_needs_its_own_folder():
+    with pytest.raises(SystemExit):
+        script("fidelity").main(["--size", "toy"])
