@@ -121,8 +121,9 @@ def suggestion_times(sampler: str, space_name: str, trials: int, window: int) ->
         records = R.load_records(storage, "bench", objectives)["rung-0"]
     by_count = [(r.number + 1, r.attrs[R.SUGGEST_SECONDS]) for r in records
                 if str(r.attrs.get(R.ORIGIN, "")).startswith("sampler:")]
-    windows = {}
-    for end in range(window, trials + 1, window):
+    windows = {}  # by the trial's number in the study: rejected and duplicate suggestions count too
+    last = max((n for n, _ in by_count), default=0)
+    for end in range(window, last + window, window):
         inside = [s for n, s in by_count if end - window < n <= end]
         windows[str(end)] = statistics.median(inside) if inside else None
     seconds = [s for _, s in by_count]
@@ -155,9 +156,9 @@ def markdown(args, data: dict) -> list[str]:
               "writing run.json)",
               "", "## Suggestion time vs trials in the study (synthetic objective, no training; median s per "
               f"window of {args.window} trials)", ""]
-    counts = list(data["suggestion"][0]["median_by_trial_count"]) if data["suggestion"] else []
+    counts = sorted({c for r in data["suggestion"] for c in r["median_by_trial_count"]}, key=int)
     lines += C.table(["sampler", "space", *[f"≤{c}" for c in counts], "median s", "max s", "total s"],
-                     [[r["sampler"], r["space"], *[C.fmt(r["median_by_trial_count"][c]) for c in counts],
+                     [[r["sampler"], r["space"], *[C.fmt(r["median_by_trial_count"].get(c)) for c in counts],
                        C.fmt(r["median_s"]), C.fmt(r["max_s"]), C.fmt(r["total_s"], 1)] for r in data["suggestion"]])
     memory = data["memory"]
     lines += ["", "## Memory (resident set size)", "",
