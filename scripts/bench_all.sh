@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark table at one size, one after the other:
-#   bash scripts/bench_all.sh quick   # <= 30 min on 2 CPU cores (MiniLM; SST-2, space autopeft, 1-2 seeds)
+#   bash scripts/bench_all.sh quick   # 29 min alone on 2 CPU cores (MiniLM; SST-2, space autopeft, 1-2 seeds)
 #   bash scripts/bench_all.sh full    # SST-2 + RTE + TREC, both spaces, 3 seeds: many hours (see each script)
 # Writes benchmarks/{search,quality,fidelity,overhead}.{json,md}; search runs go to runs/bench-<size>/ (git-ignored),
 # and bench_quality takes its autopeft configurations from those runs' exports.

@@ -6,7 +6,9 @@
    against the sum of compute.
 2. Suggestion time of each sampler against the number of trials already in the study, without
    training (a synthetic objective of the exact parameter count; baselines off, 2 Sobol points, so
-   the sampler proposes from trial 3 on): median ``suggest_seconds`` over windows of 10 trials.
+   the sampler proposes from trial 3 on), until the study holds ``--suggest-trials`` trials
+   (repeated suggestions, told from the cache, count: they are trials the sampler fits on):
+   median ``suggest_seconds`` over windows of 10 trials.
 3. Memory: resident set size after imports, after loading model + task, the trials' peaks
    (``TrialResult.peak_memory_mb``) and the process peak.
 
@@ -26,6 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as C  # noqa: E402
+from autopeft.backends.base import FINISHED  # noqa: E402
+from autopeft.backends.local import LocalBackend  # noqa: E402
 
 PRESETS = {  # the search trials use bench_search's low fidelity of the same size
     "toy": dict(task="rte", space="autopeft", sampler="random", trials=2, train_examples=16, max_length=16,
@@ -94,8 +98,24 @@ def minilm_config():
     return load_model_config("minilm")
 
 
+class UntilStudySize(LocalBackend):
+    """The local backend, stopping once the study holds ``size`` trials (trained or told from the cache)."""
+
+    def __init__(self, evaluator, size: int):
+        super().__init__(evaluator)
+        self.size = size
+
+    def drive(self, source) -> None:
+        while len(source.studies[0].get_trials(deepcopy=False)) < self.size:
+            job = source.next_job()
+            if job is FINISHED:
+                return
+            source.finish_job(job.id, self._run(job, None))
+
+
 def suggestion_times(sampler: str, space_name: str, trials: int, window: int) -> dict:
-    """Suggestion seconds per trial of a search whose evaluator returns at once (synthetic accuracy)."""
+    """Suggestion seconds per trial of a search whose evaluator returns at once (synthetic accuracy), until the
+    study holds ``trials`` trials."""
     from autopeft.search import SearchEngine, SearchPlan, open_storage, parse_objectives
     from autopeft.search import records as R
     from autopeft.space import SearchSpace, count_trainable_params
@@ -116,9 +136,12 @@ def suggestion_times(sampler: str, space_name: str, trials: int, window: int) ->
         plan = SearchPlan(objectives=objectives, rungs=[Fidelity()], trials=trials, sampler=sampler, final_seeds=0,
                           baselines=False, quasi_random=2)
         start = time.perf_counter()
-        SearchEngine(space, synthetic, plan, storage, "bench", Path(folder)).run()
+        backend = UntilStudySize(synthetic, trials)
+        SearchEngine(space, None, plan, storage, "bench", Path(folder), backend=backend).run()
         total = time.perf_counter() - start
         records = R.load_records(storage, "bench", objectives)["rung-0"]
+    records = [r for r in records if r.number < trials]  # the engine may overshoot by a run of repeats
+    new_points = sum(1 for r in records if r.trained)
     by_count = [(r.number + 1, r.attrs[R.SUGGEST_SECONDS]) for r in records
                 if str(r.attrs.get(R.ORIGIN, "")).startswith("sampler:")]
     windows = {}  # by the trial's number in the study: rejected and duplicate suggestions count too
@@ -127,7 +150,7 @@ def suggestion_times(sampler: str, space_name: str, trials: int, window: int) ->
         inside = [s for n, s in by_count if end - window < n <= end]
         windows[str(end)] = statistics.median(inside) if inside else None
     seconds = [s for _, s in by_count]
-    return {"sampler": sampler, "space": space_name, "trials": trials, "total_s": total,
+    return {"sampler": sampler, "space": space_name, "trials": len(records), "new_points": new_points, "total_s": total,
             "median_s": statistics.median(seconds) if seconds else None, "max_s": max(seconds, default=None),
             "median_by_trial_count": windows}
 
@@ -157,9 +180,14 @@ def markdown(args, data: dict) -> list[str]:
               "", "## Suggestion time vs trials in the study (synthetic objective, no training; median s per "
               f"window of {args.window} trials)", ""]
     counts = sorted({c for r in data["suggestion"] for c in r["median_by_trial_count"]}, key=int)
-    lines += C.table(["sampler", "space", *[f"≤{c}" for c in counts], "median s", "max s", "total s"],
+    lines += C.table(["sampler", "space", *[f"≤{c}" for c in counts], "median s", "max s", "total s",
+                      "new points"],
                      [[r["sampler"], r["space"], *[C.fmt(r["median_by_trial_count"].get(c)) for c in counts],
-                       C.fmt(r["median_s"]), C.fmt(r["max_s"]), C.fmt(r["total_s"], 1)] for r in data["suggestion"]])
+                       C.fmt(r["median_s"]), C.fmt(r["max_s"]), C.fmt(r["total_s"], 1), r["new_points"]]
+                      for r in data["suggestion"]])
+    lines += ["", "New points: trials that trained (the synthetic objective); the rest of the study's trials were "
+              "suggestions of an already evaluated point, told from the cache (after 5 in a row the engine queues "
+              "a random point)."]
     memory = data["memory"]
     lines += ["", "## Memory (resident set size)", "",
               f"- after imports: {memory['rss_after_imports_mb']:.0f} MB; after loading MiniLM + the task: "

@@ -105,8 +105,26 @@ def test_overhead(out):
     assert all(t["engine_wall_s"] >= t["runner_wall_s"] >= t["compute_s"] > 0 for t in trials)
     (suggestion,) = data["suggestion"]
     assert suggestion["sampler"] == "random" and set(suggestion["median_by_trial_count"]) == {"3", "6"}
+    assert suggestion["trials"] == 6 and 1 <= suggestion["new_points"] <= 6
     assert data["memory"]["peak_process_mb"] >= data["memory"]["rss_after_model_and_task_mb"] > 0
     assert "Suggestion time" in markdown
+
+
+def test_until_study_size_stops_the_search_at_that_many_trials(tmp_path):
+    from autopeft.models import load_model_config
+    from autopeft.search import SearchEngine, SearchPlan, open_storage, parse_objectives
+    from autopeft.space import SearchSpace
+    from autopeft.trial.fidelity import Fidelity
+    from autopeft.trial.result import TrialResult
+
+    space = SearchSpace.from_file(ROOT / "search_spaces" / "autopeft.yaml", load_model_config("minilm"))
+    storage = open_storage(f"sqlite:///{tmp_path}/study.db")
+    plan = SearchPlan(objectives=parse_objectives(["metric", "params"], "accuracy", True), rungs=[Fidelity()],
+                      trials=50, sampler="random", final_seeds=0, baselines=False, quasi_random=2)
+    backend = script("overhead").UntilStudySize(lambda *a, **k: TrialResult(metrics={"accuracy": 0.5}), 7)
+    engine = SearchEngine(space, None, plan, storage, "bench", tmp_path, backend=backend)
+    engine.run()
+    assert len(engine.studies[0].trials) == 7
 
 
 def test_toy_needs_its_own_folder():
