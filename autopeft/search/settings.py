@@ -20,6 +20,14 @@ from autopeft.search.objectives import DEFAULT_OBJECTIVES
 from autopeft.trial.fidelity import Fidelity
 
 
+def _as_value_error(check, *args, **kwargs) -> None:
+    """Run a library check inside a pydantic validator: its AutopeftError becomes the field's ValueError."""
+    try:
+        check(*args, **kwargs)
+    except AutopeftError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class SearchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -93,10 +101,7 @@ class SearchSettings(BaseModel):
         if name is not None:
             from autopeft.priors.selection import get_strategy
 
-            try:
-                get_strategy(name)
-            except AutopeftError as exc:
-                raise ValueError(str(exc)) from None
+            _as_value_error(get_strategy, name)
         return name
 
     @field_validator("warmup_size")
@@ -105,10 +110,7 @@ class SearchSettings(BaseModel):
         if value is not None:
             from autopeft.priors.selection import parse_size
 
-            try:
-                parse_size(value, pool_size=10**12)
-            except AutopeftError as exc:
-                raise ValueError(str(exc)) from None
+            _as_value_error(parse_size, value, pool_size=10**12)
         return value
 
     @field_validator("warmup_epochs")
