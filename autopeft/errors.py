@@ -15,3 +15,7 @@ class DataError(AutopeftError):
 
 class SpaceError(AutopeftError):
     """A search-space file or point is invalid."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C in a long command; the message says what was kept and the command that resumes it (exit 130)."""

@@ -109,6 +109,30 @@ def load_model_config(name: str, *, trust_remote_code: bool = False):
         raise ModelLoadError(_load_failure(source, "config", exc)) from exc
 
 
+def check_adapter_fits(model_config, kind: str, peft_config, num_labels: int = 2) -> None:
+    """Apply ``peft_config`` to a weightless (meta-device) copy of the architecture: a configuration that
+    does not fit the model (unknown target modules, layers it lacks) fails in a second, before the weights load."""
+    import copy
+
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from autopeft.errors import AutopeftError
+
+    config = copy.deepcopy(model_config)
+    if kind != "causal_lm":
+        config.num_labels = num_labels
+    try:
+        with torch.device("meta"):
+            skeleton = (AutoModelForCausalLM if kind == "causal_lm" else AutoModelForSequenceClassification).from_config(config)
+    except Exception:  # an architecture that cannot be built without weights: the real load will tell
+        return
+    try:
+        get_peft_model(skeleton, copy.deepcopy(peft_config))
+    except Exception as exc:
+        raise AutopeftError(f"the adapter does not fit the model: {type(exc).__name__}: {_one_line(exc)}") from None
+
+
 def load_model(
     source: ModelSource,
     kind: str,

@@ -66,3 +66,15 @@ def _single_thread_for_tiny_models(request):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def autopeft(capfd):
+    """Runs the CLI in-process (the same main() the console script calls): ``autopeft(*args) -> Done``."""
+    from tests.cli_helpers import run_main
+
+    def run(*args):
+        capfd.readouterr()  # drop what fixtures printed (e.g. a module-scoped search)
+        return run_main(args, capfd)
+
+    return run

@@ -3,35 +3,10 @@
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import pytest
 
 from tests.test_trial import tiny_bert_dir  # noqa: F401  (module-scoped fixture)
-
-
-@dataclass
-class Done:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def autopeft(capfd):
-    """Runs the CLI in-process (the same main() the console script calls)."""
-    from autopeft.cli import main
-
-    def run(*args):
-        code = 0
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capfd.readouterr()
-        return Done(code, out, err)
-
-    return run
 
 
 def test_console_script_entry_point():

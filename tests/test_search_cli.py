@@ -149,14 +149,49 @@ def test_bad_search_input_is_a_one_line_error(inputs, tmp_path, capsys, extra, m
     assert not (tmp_path / "run" / "run.json").exists()
 
 
-def test_storage_credentials_never_reach_output_or_run_files(inputs, tmp_path, capsys):
-    url = "postgresql://alice:hunter2@127.0.0.1:1/autopeft"
+@pytest.mark.parametrize("url", ["postgresql://alice:hunter2@127.0.0.1:1/autopeft",
+                                 "mysql+pymysql://alice:hunter2@ss:w/rd@127.0.0.1/autopeft"])  # unparseable: '@' unencoded
+def test_storage_credentials_never_reach_output_or_run_files(inputs, tmp_path, capsys, url):
     with pytest.raises(SystemExit):
         main(search_args(inputs, tmp_path / "run", "--trials", "1", "--storage", url))
     captured = capsys.readouterr()
     assert "hunter2" not in captured.err + captured.out and "alice" not in captured.err + captured.out
     for path in tmp_path.rglob("*.json"):
         assert "hunter2" not in path.read_text()
+
+
+SECRET_URLS = [
+    ("postgresql://dbuser7q:S3c/retPW@db.internal/optuna", ["S3c/retPW", "dbuser7q"]),
+    ("postgresql://dbuser7q:S3c%2FretPW@db.internal:5432/optuna", ["S3c%2FretPW", "dbuser7q"]),
+    ("postgresql://db.internal/optuna?user=dbuser7q&password=S3c/retPW", ["S3c/retPW"]),
+    ("mysql+pymysql://dbuser7q:p%40ss:w/rd@db.internal/optuna", ["p%40ss:w/rd", "dbuser7q"]),
+    ("postgresql://dbuser7q:S3cretPW@db.internal/optuna?sslmode=require&sslpassword=K3yPW", ["S3cretPW", "K3yPW", "dbuser7q"]),
+]
+
+
+@pytest.mark.parametrize("url, secrets", SECRET_URLS)
+def test_no_url_secret_reaches_any_file_or_output_of_a_run(inputs, tmp_path, capsys, monkeypatch, url, secrets):
+    """The search, export and report of a run on a credentialed storage (served here by a SQLite file: the
+    URL's text takes every path the real one does) write no password or user name anywhere."""
+    from autopeft.search import run as run_module
+    from autopeft.search import storage as storage_module
+
+    real_open = storage_module.open_storage
+    local = f"sqlite:///{tmp_path / 'served.db'}"
+    monkeypatch.setattr(run_module, "open_storage", lambda u: real_open(local if u == url else u))
+    run = tmp_path / "run"
+    main(search_args(inputs, run, "--trials", "2", "--final-seeds", "1", "--storage", url,
+                     "--backend", "local", "--ray-address", url.replace("postgresql", "ray", 1)))
+    main(["export", str(run), "--storage", url])
+    main(["report", str(run), "--storage", url])
+    captured = capsys.readouterr()
+    texts = {"stdout+stderr": captured.out + captured.err}
+    texts.update({str(p): p.read_bytes().decode("utf-8", "replace") for p in run.rglob("*") if p.is_file()})
+    assert len(texts) > 8  # run.json, study files, adapters, export, report...
+    for where, text in texts.items():
+        for secret in secrets:
+            assert secret not in text, f"{secret!r} leaked into {where}"
+    assert "***@db.internal" in (run / "run.json").read_text() or "password=***" in (run / "run.json").read_text()
 
 
 def test_ray_address_and_storage_never_reach_run_json_or_workers():

@@ -11,6 +11,7 @@ import pytest
 from autopeft.errors import AutopeftError
 from autopeft.search import SearchEngine, SearchPlan, open_storage, parse_objectives
 from autopeft.search import records as R
+from autopeft.search.lease import LEASE
 from autopeft.search.engine import point_key
 from autopeft.search.initial_design import BASELINES, baseline_params, quasi_random_params
 from autopeft.search.pareto import hypervolume, hypervolume_contributions, nondominated_ranks, promotion_order
@@ -150,6 +151,26 @@ def test_failed_trials_keep_status_and_reason(tmp_path):
     assert first.state == "fail" and first.attrs[R.STATUS] == "error" and "boom" in first.attrs[R.REASON]
 
 
+def test_a_diverged_trial_is_recorded_with_its_reason_and_never_enters_a_front(tmp_path):
+    """The LoRA r=8 baseline 'wins' on its values (the largest point) but diverged: it is no result."""
+    from autopeft.trial.result import DIVERGED
+
+    space = lora_space()
+
+    class Diverging(FakeEvaluator):
+        def __call__(self, point, fidelity, seed, **kwargs):
+            result = super().__call__(point, fidelity, seed, **kwargs)
+            if point.describe() == "lora size 8 on 2 layer(s)":
+                result.status, result.reason = DIVERGED, "diverged: eval loss 900 > 3 x the input-blind predictor's 0.69"
+            return result
+
+    engine, storage = make_engine(tmp_path, Diverging(space), space, trials=4, final_seeds=1)
+    outcome = engine.run()
+    first = stage_records(storage)["rung-0"][0]
+    assert first.state == "fail" and first.attrs[R.STATUS] == "diverged" and "input-blind" in first.attrs[R.REASON]
+    assert outcome.front and all(r.key != first.key for r in outcome.front)
+
+
 def test_mo_asha_promotes_the_top_third_and_the_final_stage_averages_seeds(tmp_path):
     space = lora_space()
     evaluator = FakeEvaluator(space)
@@ -229,6 +250,7 @@ def test_trials_left_running_by_a_dead_process_are_failed_and_retried(tmp_path):
     orphan = study.ask()                      # a process that died mid-trial leaves it RUNNING
     params = space.suggest(orphan)
     storage.set_trial_user_attr(orphan._trial_id, R.KEY, point_key(space.decode(params)))
+    storage.set_trial_user_attr(orphan._trial_id, LEASE, _dead_owner().lease())
     resumed = FakeEvaluator(space)
     engine, storage = make_engine(tmp_path, resumed, space, storage=storage, trials=3)
     engine.run()
@@ -236,6 +258,48 @@ def test_trials_left_running_by_a_dead_process_are_failed_and_retried(tmp_path):
     assert record.state == "fail" and record.attrs[R.REASON].startswith("interrupted: the search process ended")
     assert any(n.startswith(f"rung-0 trial #{orphan.number} was interrupted") for n in engine.notes)
     assert resumed.calls[0][0] == point_key(space.decode(params))
+
+
+def _dead_owner():
+    """The owner record of a process that has exited (its pid is gone)."""
+    import subprocess
+    import sys
+    import uuid
+
+    from autopeft.search.lease import Owner
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    me = Owner.this_process()
+    return Owner(uuid.uuid4().hex, me.host, int(done.stdout), me.started)
+
+
+def test_a_live_peer_trial_is_left_alone_and_its_point_not_trained_twice(tmp_path):
+    """Another process's RUNNING trial with a valid lease: neither failed, nor trained again, and counted
+    against the shared trial budget; an expired lease of another host is taken over."""
+    import time
+
+    from autopeft.search.lease import Owner, owner_alive
+
+    space = lora_space()
+    engine, storage = make_engine(tmp_path, FakeEvaluator(space), space, trials=1)
+    engine.run()
+    study = optuna.load_study(study_name="s", storage=storage)
+    peer = study.ask()
+    params = space.suggest(peer)
+    key = point_key(space.decode(params))
+    storage.set_trial_user_attr(peer._trial_id, R.KEY, key)
+    me = Owner.this_process()
+    live = Owner("peer-token", me.host, me.pid, me.started)   # a live process on this host (this one's pid)
+    storage.set_trial_user_attr(peer._trial_id, LEASE, {**live.lease(), "expires": time.time() + 3600})
+    resumed = FakeEvaluator(space)
+    engine, storage = make_engine(tmp_path, resumed, space, storage=storage, trials=4)
+    engine.run()
+    assert storage.get_trial(peer._trial_id).state == optuna.trial.TrialState.RUNNING
+    assert key not in [call[0] for call in resumed.calls]
+    assert len(resumed.calls) == 2   # 4 trials = 1 done + 1 running elsewhere + 2 here
+    remote = Owner("remote", "another-host", 1, 0.0)
+    assert owner_alive(remote.lease(), me, None) and not owner_alive(remote.lease(time.time() - 10**4), me, None)
+    assert not owner_alive(_dead_owner().lease(), me, None)
 
 
 def test_settings_merge_file_and_flags_and_read_compact_forms(tmp_path):

@@ -96,10 +96,51 @@ def test_training_changes_the_model(tiny_bert_dir, sst2, tmp_path):
 
 
 def test_nan_loss_ends_the_trial_not_the_process(tiny_bert_dir, sst2):
+    from peft import get_peft_model
+
+    def poisoned(model):  # a LoRA whose B matrices are NaN: the first loss is NaN
+        peft_model = get_peft_model(model, LORA)
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.data.fill_(float("nan"))
+        return peft_model
+
     runner = TrialRunner(get_base_model(tiny_bert_dir, "classification"), sst2)
-    result = runner.run(LORA, SMALL, seed=0, training=TrainingConfig(learning_rate=float("nan")))
-    assert result.status in ("nan_loss", "error")
-    assert result.status == "nan_loss" or "nan" in result.reason.lower()
+    result = runner.run(poisoned, SMALL, seed=0)
+    assert result.status == "nan_loss" and "step 1" in result.reason
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, 0.0])
+def test_a_learning_rate_that_cannot_train_is_refused(bad):
+    with pytest.raises(ValueError, match="learning rate must be a positive number"):
+        TrainingConfig(learning_rate=bad)
+
+
+def test_a_diverging_trial_is_recorded_diverged_never_ok(tiny_bert_dir, sst2):
+    """lr 1000 keeps the loss finite but far above the input-blind predictor's: diverged, with the reason."""
+    runner = TrialRunner(get_base_model(tiny_bert_dir, "classification"), sst2)
+    result = runner.run(LORA, SMALL, seed=0, training=TrainingConfig(learning_rate=1000.0))
+    assert result.status in ("diverged", "nan_loss") and not result.ok, (result.status, result.metrics)
+    if result.status == "diverged":
+        assert "input-blind predictor" in result.reason and result.input_blind_loss > 0
+        assert result.metrics["eval_loss"] > 3 * result.input_blind_loss
+    sane = runner.run(LORA, SMALL, seed=0, training=TrainingConfig(learning_rate=1e-3))
+    assert sane.ok and sane.metrics["eval_loss"] <= 3 * sane.input_blind_loss
+
+
+def test_input_blind_losses_per_task_kind():
+    from autopeft.data import TaskSpec, input_blind_loss
+
+    spec = TaskSpec(kind="classification", text_column="t", label_column="y", metric="accuracy",
+                    label_names=("a", "b"))
+    # train 3:1 -> smoothed prior (4/6, 2/6); eval all class 0: prior CE = -ln(4/6) = 0.405 < ln 2
+    assert input_blind_loss(spec, [0, 0, 0, 1], [0, 0]) == pytest.approx(np.log(2))
+    # 9:1 and eval of class 1: the prior costs -ln(2/12) = 1.79 > ln 2
+    assert input_blind_loss(spec, [0] * 9 + [1], [1]) == pytest.approx(-np.log(2 / 12))
+    regression = TaskSpec(kind="regression", text_column="t", label_column="y", metric="pearson")
+    assert input_blind_loss(regression, [1.0, 3.0], [2.0, 4.0]) == pytest.approx(10.0)  # zero predictor: (4+16)/2
+    causal = TaskSpec(kind="causal_lm", prompt_columns=("q",), response_column="a", metric="eval_loss")
+    assert input_blind_loss(causal, (), (), vocab_size=1000) == pytest.approx(np.log(1000))
 
 
 def test_exception_in_builder_is_an_error_status(tiny_bert_dir, sst2):

@@ -59,8 +59,12 @@ class Backend(abc.ABC):
         """Run the source's jobs until it returns FINISHED and nothing is running."""
 
     @abc.abstractmethod
-    def run_all(self, jobs: list[TrialJob], adapter_root: Path) -> dict[str, TrialResult]:
-        """Run a fixed list of jobs; a job with ``save_adapter`` leaves its adapter in ``adapter_root/<job.id>``."""
+    def run_all(self, jobs: list[TrialJob], adapter_root: Path,
+                on_result: Callable[[TrialJob, TrialResult], None] | None = None) -> dict[str, TrialResult]:
+        """Run a fixed list of jobs; a job with ``save_adapter`` leaves its adapter in ``adapter_root/<job.id>``.
+
+        ``on_result(job, result)`` is called for each job once its result (and adapter) is in place, so the
+        caller can store it before the next one ends: an interrupted list keeps what finished."""
 
     def close(self) -> None:
         """Release what the backend started (a local Ray instance)."""

@@ -33,5 +33,10 @@ class LocalBackend(Backend):
                 raise
             source.finish_job(job.id, result)
 
-    def run_all(self, jobs: list[TrialJob], adapter_root: Path) -> dict[str, TrialResult]:
-        return {job.id: self._run(job, adapter_root / job.id if job.save_adapter else None) for job in jobs}
+    def run_all(self, jobs: list[TrialJob], adapter_root: Path, on_result=None) -> dict[str, TrialResult]:
+        results = {}
+        for job in jobs:
+            results[job.id] = self._run(job, adapter_root / job.id if job.save_adapter else None)
+            if on_result is not None:
+                on_result(job, results[job.id])
+        return results

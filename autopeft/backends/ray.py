@@ -31,6 +31,7 @@ from autopeft.redact import mask_url
 from autopeft.trial.result import ERROR, TrialResult
 
 RESULT_KEY = "autopeft_result"        # the TrialResult, as JSON (Tune flattens nested dicts)
+NODE_KEY = "autopeft_node_id"         # the Ray node that ran the trial (node_ip cannot tell apart nodes of one host)
 RESULT_FILE = "autopeft_result.json"
 EvaluatorFactory = Callable[[], Evaluator]
 """Picklable; called once per worker process. ``factory.cache_key`` (a str) names what it builds."""
@@ -128,6 +129,7 @@ def _train_data_parallel(job: TrialJob, factory: EvaluatorFactory, options: RayO
 
 def run_trial(config: dict[str, Any], factory: EvaluatorFactory, options: RayOptions, storage_path: str) -> None:
     """The Tune trainable: one job, reported once (with the adapter as a checkpoint when asked)."""
+    import ray
     from ray import tune
 
     job: TrialJob = config["job"]
@@ -140,7 +142,10 @@ def run_trial(config: dict[str, Any], factory: EvaluatorFactory, options: RayOpt
         checkpoint = None
         if save_dir is not None and save_dir.is_dir():
             checkpoint = tune.Checkpoint.from_directory(str(save_dir))
-        tune.report({RESULT_KEY: json.dumps(result.to_dict())}, checkpoint=checkpoint)
+        # the node id lands in Tune's result.json next to node_ip/hostname/pid; the TrialResult (and so the Optuna
+        # record) stays the same as the local backend's
+        tune.report({RESULT_KEY: json.dumps(result.to_dict()), NODE_KEY: ray.get_runtime_context().get_node_id()},
+                    checkpoint=checkpoint)
 
 
 # ------------------------------------------------------------------ driver side
@@ -278,7 +283,9 @@ class RayBackend(Backend):
             raise AutopeftError(f"Ray Tune stopped with {searcher.running} trial(s) unfinished; they are recorded as "
                                 "interrupted and running the same command again resumes the search")
 
-    def run_all(self, jobs: list[TrialJob], adapter_root: Path) -> dict[str, TrialResult]:
+    def run_all(self, jobs: list[TrialJob], adapter_root: Path, on_result=None) -> dict[str, TrialResult]:
+        """The jobs as one Tune grid; ``on_result`` is called for each once the grid has run (Tune returns
+        the results together)."""
         from ray import tune
 
         if not jobs:
@@ -290,6 +297,8 @@ class RayBackend(Backend):
             results[job.id] = _result_of(outcome.metrics, outcome.error)
             if job.save_adapter and outcome.checkpoint is not None and results[job.id].ok:
                 outcome.checkpoint.to_directory(str(adapter_root / job.id))
+            if on_result is not None:
+                on_result(job, results[job.id])
         missing = [job.id for job in jobs if job.id not in results]
         if missing:
             raise AutopeftError(f"Ray Tune returned no result for {len(missing)} final-stage trial(s)")

@@ -172,6 +172,12 @@ def _whole_model_prefix(point: PeftPoint, model_config, arch: Architecture) -> P
 def build_peft_config(point: PeftPoint, model_config, kind: str, context: BuildContext = BuildContext()) -> PeftConfig:
     if point.is_empty:
         raise SpaceError("the point has no PEFT module (every size or layer is off)")
+    num_layers = model_config.num_hidden_layers
+    for name, module in point.modules.items():
+        outside = sorted(layer for layer in module.layers if not 0 <= layer < num_layers)
+        if outside:
+            raise SpaceError(f"module '{name}' of the point is placed on layer(s) {outside}, but the model has "
+                             f"{num_layers} layers (0 to {num_layers - 1})")
     arch = architecture_for(model_config)
     native_prefix = _whole_model_prefix(point, model_config, arch)
     if native_prefix is not None:

@@ -21,6 +21,26 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("autopeft")
+        except PackageNotFoundError:  # a source tree that was never installed
+            from autopeft import __version__ as text
+        typer.echo(f"autopeft {text}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Find the best parameter-efficient fine-tuning configuration for a model and a task."""
+
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Alias (minilm, smollm2-135m), local folder, .gguf file or Hub id.")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Local file/folder (csv, tsv, json, jsonl, parquet) or Hub id.")]
 DatasetConfigOpt = Annotated[Optional[str], typer.Option("--dataset-config", help="Hub dataset configuration, e.g. sst2.")]
@@ -52,9 +72,11 @@ def read_config_file(path: Path) -> dict:
     if not path.is_file():
         raise AutopeftError(f"config file '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
+    except (UnicodeDecodeError, OSError) as exc:
+        raise AutopeftError(f"config file '{path}' is not a readable text file ({type(exc).__name__})") from None
     except yaml.YAMLError as exc:
-        raise AutopeftError(f"config file '{path}' is not valid JSON/YAML: {str(exc).splitlines()[0]}") from exc
+        raise AutopeftError(f"config file '{path}' is not valid JSON/YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise AutopeftError(f"config file '{path}' must hold a mapping")
     return data
@@ -68,12 +90,24 @@ def peft_config_from_flags(peft_config: Optional[Path], kind: str, lora_r: int, 
 
     task_type = "CAUSAL_LM" if kind == "causal_lm" else "SEQ_CLS"
     if peft_config is not None:
+        import dataclasses
+
+        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
         data = read_config_file(peft_config)
         data.setdefault("task_type", task_type)
+        if "peft_type" not in data:
+            raise AutopeftError(f"PEFT config '{peft_config}' has no 'peft_type' (e.g. \"peft_type\": \"LORA\")")
+        config_cls = PEFT_TYPE_TO_CONFIG_MAPPING.get(data["peft_type"], peft.PeftConfig)
+        # PEFT drops unknown keys with a warning (for configs of newer versions); a typo must not train the default
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(config_cls)})
+        if unknown:
+            raise AutopeftError(f"PEFT config '{peft_config}' has unknown key(s) for {config_cls.__name__}: "
+                                f"{', '.join(unknown)}")
         try:
             return peft.PeftConfig.from_peft_type(**data)
         except (KeyError, TypeError, ValueError) as exc:
-            raise AutopeftError(f"PEFT config '{peft_config}' is invalid: {exc}") from exc
+            raise AutopeftError(f"PEFT config '{peft_config}' is invalid: {exc}") from None
     return peft.LoraConfig(
         r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.1, task_type=task_type,
         target_modules=lora_targets.split(",") if lora_targets else None,
@@ -94,8 +128,8 @@ def trial(
     metric: MetricOpt = None,
     peft_config: Annotated[Optional[Path], typer.Option("--peft-config", help="PEFT config (adapter_config.json-style JSON/YAML).")] = None,
     point: Annotated[Optional[Path], typer.Option("--point", help="A search-space point YAML (export's point.yaml, an SPT point).")] = None,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank when no --peft-config is given.")] = 8,
-    lora_alpha: Annotated[int, typer.Option()] = 16,
+    lora_r: Annotated[int, typer.Option(min=1, help="LoRA rank when no --peft-config is given.")] = 8,
+    lora_alpha: Annotated[int, typer.Option(min=1)] = 16,
     lora_targets: Annotated[Optional[str], typer.Option(help="Comma-separated target modules (default: PEFT's for the architecture).")] = None,
     train_examples: Annotated[Optional[float], typer.Option(help="Training examples: a count, or a fraction <= 1.")] = None,
     epochs: Annotated[float, typer.Option()] = 1.0,
@@ -108,51 +142,61 @@ def trial(
     lr: Annotated[float, typer.Option("--lr")] = 5e-4,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast.")] = False,
     deepspeed: Annotated[Optional[str], typer.Option(help="Train with DeepSpeed: zero2 | zero3 | ds_config.json.")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
     test: Annotated[bool, typer.Option("--test", help="Also evaluate the reported test split.")] = False,
     save_dir: Annotated[Optional[Path], typer.Option(help="Save the trained adapter here.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result record here.")] = None,
     trust_remote_code: TrustOpt = False,
 ):
     """Train and evaluate one PEFT configuration (one trial)."""
-    from autopeft.models import get_base_model
+    from autopeft.models import check_adapter_fits, get_base_model, load_model_config
     from autopeft.trial import Fidelity, TrainingConfig, TrialRunner
     from autopeft.trial.distributed import resolve_deepspeed_config
 
-    if deepspeed is not None:
-        resolve_deepspeed_config(deepspeed)  # a bad preset or file fails before the model loads
-    task_data = load_task_from_flags(dataset, dataset_config, task, text_column, text_pair_column, label_column,
-                                     prompt_column, response_column, metric, seed)
-    spec = task_data.spec
+    # cheapest checks first: flags, files, data, the model's config; the weights load last
     if point is not None and peft_config is not None:
         raise AutopeftError("give --point or --peft-config, not both")
-    if point is None:
-        config = peft_config_from_flags(peft_config, spec.kind, lora_r, lora_alpha, lora_targets)
     try:
         fidelity = Fidelity(
             train_examples=train_examples, epochs=epochs, max_steps=max_steps, max_length=max_length,
             eval_examples=eval_examples, generation_examples=generation_examples, max_new_tokens=max_new_tokens,
             batch_size=batch_size,
         )
+        training = TrainingConfig(learning_rate=lr, bf16=bf16, deepspeed=deepspeed)
     except ValueError as exc:
         raise AutopeftError(str(exc)) from exc
-    with console.status(f"loading {model}"):
-        base = get_base_model(model, spec.kind, num_labels=max(spec.num_labels, 1), trust_remote_code=trust_remote_code)
+    if deepspeed is not None:
+        resolve_deepspeed_config(deepspeed)
+    parsed_point = None
     if point is not None:
-        from autopeft.builders import build_peft_config
         from autopeft.space import PeftPoint
 
-        config = build_peft_config(PeftPoint.from_file(point), base.config, spec.kind)
+        parsed_point = PeftPoint.from_file(point)
+    task_data = load_task_from_flags(dataset, dataset_config, task, text_column, text_pair_column, label_column,
+                                     prompt_column, response_column, metric, seed)
+    spec = task_data.spec
+    model_config = load_model_config(model, trust_remote_code=trust_remote_code)
+    if parsed_point is not None:
+        from autopeft.builders import build_peft_config
+
+        config = build_peft_config(parsed_point, model_config, spec.kind)
+    else:
+        config = peft_config_from_flags(peft_config, spec.kind, lora_r, lora_alpha, lora_targets)
+    check_adapter_fits(model_config, spec.kind, config, num_labels=max(spec.num_labels, 1))
+    for output in (json_out, save_dir):
+        if output is not None and output.exists() and (output.is_dir() != (output is save_dir)):
+            raise AutopeftError(f"'{output}' exists and is not a {'folder' if output is save_dir else 'file'}")
+    with console.status(f"loading {model}"):
+        base = get_base_model(model, spec.kind, num_labels=max(spec.num_labels, 1), trust_remote_code=trust_remote_code)
     runner = TrialRunner(base, task_data)
     with console.status(f"training {config.peft_type.value} on {task_data.name}"):
-        result = runner.run(config, fidelity, seed, TrainingConfig(learning_rate=lr, bf16=bf16, deepspeed=deepspeed),
-                            evaluate_test=test, save_dir=save_dir)
-    _print_result(result, spec.metric)
-    if json_out is not None:
+        result = runner.run(config, fidelity, seed, training, evaluate_test=test, save_dir=save_dir)
+    if json_out is not None:  # the record is written for failed trials too: it says why
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result.to_dict(), indent=2))
     if not result.ok:
-        raise typer.Exit(1)
+        raise AutopeftError(f"the trial did not finish ({result.status}): {(result.reason or '').removeprefix('error: ')}")
+    _print_result(result, spec.metric)
 
 
 def _print_result(result, metric: str) -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
@@ -18,6 +15,7 @@ from autopeft.cli.app import (
     DatasetConfigOpt, DatasetOpt, LabelColOpt, MetricOpt, ModelOpt, PairColOpt, PromptColOpt, ResponseColOpt, TaskOpt,
     TextColOpt, app, console, load_task_from_flags,
 )
+from autopeft.atomic import check_output_folder, write_dir
 from autopeft.errors import AutopeftError
 
 SELECTION_FILE = "selection.json"
@@ -158,26 +156,10 @@ def _report(summary: dict, meta: dict, inputs, selected, sources, target_labels,
 
 
 def _check_out(out: Path) -> None:
-    """--out must be a new folder, an empty one or an earlier select-data output (which is replaced)."""
-    if out.exists() and not out.is_dir():
-        raise AutopeftError(f"--out '{out}' is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / SELECTION_FILE).is_file():
-        raise AutopeftError(f"--out '{out}' is a folder with other content; give a new or empty folder")
+    check_output_folder(out, lambda folder: (folder / SELECTION_FILE).is_file(), "select-data")
 
 
 def _write_folder(out: Path, write: Callable[[Path], None]) -> None:
-    """Write into a hidden folder beside ``out`` and rename it into place, so ``out`` is never half-written."""
+    """All or nothing: ``out`` is never half-written (an earlier selection there is replaced)."""
     _check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    retired = None
-    try:
-        write(staging)
-        if out.exists():
-            retired = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.rename(out, retired)
-        os.rename(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
+    write_dir(out, write)

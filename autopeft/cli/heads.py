@@ -14,8 +14,16 @@ from autopeft.cli.app import (
     DatasetConfigOpt, DatasetOpt, LabelColOpt, MetricOpt, ModelOpt, PairColOpt, PromptColOpt, ResponseColOpt, TaskOpt,
     TextColOpt, TrustOpt, app, console, load_task_from_flags,
 )
+from autopeft.atomic import check_output_folder, write_dir
 from autopeft.errors import AutopeftError
 from autopeft.priors.heads import DEFAULT_L1, DEFAULT_LR
+
+SUMMARY_FILE = "summary.json"
+
+
+def _check_out(out: Path) -> None:
+    check_output_folder(out, lambda folder: (folder / "ranking.json").is_file() and (folder / SUMMARY_FILE).is_file(),
+                        "select-heads")
 
 
 @app.command("select-heads")
@@ -54,6 +62,7 @@ def select_heads_command(
                                   batch_size=batch_size, max_length=max_length)
     if top_k < 1:
         raise AutopeftError(f"--top-k must be at least 1, got {top_k}")
+    _check_out(out)
     task_data = load_task_from_flags(dataset, dataset_config, task, text_column, text_pair_column, label_column,
                                      prompt_column, response_column, metric, seed)
     with console.status(f"loading {model}"):
@@ -66,15 +75,19 @@ def select_heads_command(
         )
     k = min(top_k, ranking.num_layers * ranking.num_heads)
     top = ranked_heads(ranking, k)
-    out.mkdir(parents=True, exist_ok=True)
-    ranking.save(out / "ranking.json")
-    heads_plot(ranking, out / "heads.png", mark_top=k,
-               title=f"LoFiT head scores: {ranking.model_id} on {task_data.name}")
-    (out / "summary.json").write_text(json.dumps(
-        {"model": model, "task": task_data.name, "cached": cached, "meta": meta,
-         "top_heads": [{"rank": rank, "layer": layer, "head": head, "norm": norm}
-                       for rank, (layer, head, norm) in enumerate(top, start=1)],
-         "selection": {str(layer): heads for layer, heads in ranking.top_k(k).items()}}, indent=2))
+
+    def write(staging: Path) -> None:
+        ranking.save(staging / "ranking.json")
+        heads_plot(ranking, staging / "heads.png", mark_top=k,
+                   title=f"LoFiT head scores: {ranking.model_id} on {task_data.name}")
+        (staging / SUMMARY_FILE).write_text(json.dumps(
+            {"model": model, "task": task_data.name, "cached": cached, "meta": meta,
+             "top_heads": [{"rank": rank, "layer": layer, "head": head, "norm": norm}
+                           for rank, (layer, head, norm) in enumerate(top, start=1)],
+             "selection": {str(layer): heads for layer, heads in ranking.top_k(k).items()}}, indent=2))
+
+    _check_out(out)  # again: it may have changed while the heads were ranked
+    write_dir(out, write)  # all or nothing
 
     table = Table(title=f"top {k} of {ranking.num_layers} x {ranking.num_heads} heads")
     for column in ("rank", "layer", "head", "||A||"):

@@ -15,6 +15,7 @@ from autopeft.cli.app import (
     DatasetConfigOpt, LabelColOpt, MetricOpt, PairColOpt, PromptColOpt, ResponseColOpt, TaskOpt, TextColOpt, app,
     console,
 )
+from autopeft.errors import Interrupted
 
 
 def _format_count(value: float) -> str:
@@ -56,7 +57,7 @@ class RichObserver:
         self.task_id = task_id
 
     def on_note(self, message: str) -> None:
-        self.progress.console.print(f"[dim]note:[/dim] {escape(message)}")
+        self.progress.console.print(f"[dim]note:[/dim] {escape(message)}", soft_wrap=True)  # logs keep one line each
 
     def on_trial(self, record, progress) -> None:
         objectives = progress.objectives
@@ -68,7 +69,7 @@ class RichObserver:
         else:
             outcome = f"{record.state}: {record.attrs.get('reason', '')}"
         line = f"{record.label:>12} {record.attrs.get('description', '')} -> {outcome}"
-        self.progress.console.print(escape(line))
+        self.progress.console.print(escape(line), soft_wrap=True)
         best = max((r.values[metric.name] for r in progress.front), default=None) if metric.maximize else \
             min((r.values[metric.name] for r in progress.front), default=None)
         front = f"front {len(progress.front)} pts ({progress.front_stage})" if progress.front else "no front yet"
@@ -145,19 +146,25 @@ def search(
     """
     import optuna
 
-    from autopeft.search.run import run_search
+    from autopeft.search.run import prepare_search, run_search
     from autopeft.search.settings import merge_settings, read_run_config
 
-    flags = {k: v for k, v in locals().items() if k not in ("config", "optuna", "run_search", "merge_settings", "read_run_config")}
+    flags = {k: v for k, v in locals().items()
+             if k not in ("config", "optuna", "run_search", "prepare_search", "merge_settings", "read_run_config")}
     flags["out"] = str(out) if out is not None else None
     file_values = read_run_config(config) if config is not None else {}
     settings = merge_settings(file_values, flags, str(config) if config else "flags")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    setup = prepare_search(settings)  # every check that needs no model weights, before any output
+    # no live bar where stderr is a log file: it would leave a spinner line behind; trial lines print either way
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
-        task_id = progress.add_task("loading model and data", total=settings.trials)
+                  TimeElapsedColumn(), console=console, transient=False, disable=not console.is_terminal) as progress:
+        task_id = progress.add_task("loading model and data", total=setup.plan.trials)
         observer = RichObserver(progress, task_id)
-        outcome, info = run_search(settings, observer)
+        try:
+            outcome, info = run_search(settings, observer, setup=setup)
+        except KeyboardInterrupt:
+            raise Interrupted(_resume_hint(setup)) from None
     title = f"Pareto front ({outcome.front_stage or 'none'}) — stopped: {outcome.stopped_because}"
     Console().print(front_table(outcome.front, info.objectives, title))
     if outcome.median_suggest_seconds is not None and outcome.median_trial_seconds:
@@ -166,6 +173,32 @@ def search(
                       f"({outcome.median_trial_seconds:.1f} s)")
     console.print(f"run folder: {info.run_dir}  (study '{info.study_name}' in {info.storage}); "
                   f"next: autopeft export {info.run_dir} / autopeft report {info.run_dir}")
+
+
+def _resume_hint(setup) -> str:
+    """What Ctrl-C kept and the command that carries on (the same command line, on the same storage)."""
+    import shlex
+    import sys
+
+    from autopeft.redact import mask_text, mask_url
+
+    done = "no trial had finished"
+    try:
+        from autopeft.search.records import load_records
+        from autopeft.search.storage import local_storage_path, open_storage
+
+        path = local_storage_path(setup.storage_url)
+        if path is not None and not path.exists():
+            raise FileNotFoundError(path)  # not created yet: opening it would leave an empty one behind
+        stages = load_records(open_storage(setup.storage_url), setup.study_name, setup.plan.objectives)
+        finished = sum(1 for records in stages.values() for r in records if r.trained)
+        if finished:
+            done = f"{finished} finished trial(s) are saved"
+    except Exception:  # the storage was never created (Ctrl-C while the model loaded)
+        pass
+    command = mask_text(shlex.join(["autopeft", *sys.argv[1:]])) if sys.argv[1:] else "the same autopeft search command"
+    return (f"{done} in {mask_url(setup.storage_url)} (study '{setup.study_name}'); "
+            f"resume with the same command: {command}")
 
 
 RunDirArg = Annotated[Path, typer.Argument(help="Run folder of `autopeft search` (holds run.json).")]
@@ -196,5 +229,5 @@ def report(
     """Pareto plot (PNG + interactive HTML), hypervolume vs trials, layer heatmap, summary.md."""
     from autopeft.report import write_report
 
-    folder = write_report(run_dir, out, storage)
-    console.print(f"wrote {folder}")
+    folder, finished = write_report(run_dir, out, storage)
+    console.print(f"wrote {folder}" + ("" if finished else " (no trial finished: summary.md says why; no plots)"))

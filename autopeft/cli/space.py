@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autopeft.cli.app import ModelOpt, TrustOpt, app
+from autopeft.errors import AutopeftError
 
 space_app = typer.Typer(help="Inspect search spaces.", no_args_is_help=True)
 app.add_typer(space_app, name="space")
@@ -32,6 +33,9 @@ def _largest_point(space) -> dict:
     from autopeft.space import count_trainable_params
 
     params = {d.name: d.distribution.high for d in space.dimensions if not isinstance(d.distribution, CategoricalDistribution)}
+    # every categorical needs a value before any point can be decoded: start from the first choice
+    params.update({d.name: d.distribution.choices[0] for d in space.dimensions
+                   if isinstance(d.distribution, CategoricalDistribution)})
     for dim in space.dimensions:
         if isinstance(dim.distribution, CategoricalDistribution):
             params[dim.name] = max(
@@ -57,6 +61,8 @@ def show(space_file: SpaceArg, model: ModelOpt, trust_remote_code: TrustOpt = Fa
     """Dimensions, size of the space, smallest and largest parameter counts."""
     from autopeft.space import count_model_params
 
+    if samples < 1:
+        raise AutopeftError(f"--samples must be at least 1, got {samples}")
     space = _bind(space_file, model, trust_remote_code)
     table = Table(title=f"{space.spec.name}: {space.spec.description}")
     for column in ("dimension", "distribution", "exists when"):
@@ -93,6 +99,8 @@ def sample(space_file: SpaceArg, model: ModelOpt, n: Annotated[int, typer.Option
 
     from autopeft.space import count_trainable_params
 
+    if n < 1:
+        raise AutopeftError(f"-n must be at least 1, got {n}")
     space = _bind(space_file, model, trust_remote_code)
     rng = np.random.default_rng(seed)
     for index in range(n):

@@ -8,6 +8,7 @@ from autopeft.data.metrics import (
     exact_match,
     extract_final_number,
     is_higher_better,
+    input_blind_loss,
 )
 from autopeft.data.tasks import METRICS_BY_KIND, TaskData, TaskSpec
 from autopeft.data.tokenize import (
@@ -47,4 +48,5 @@ __all__ = [
     "length_grouped_batches",
     "load_task",
     "tokenize_task",
+    "input_blind_loss",
 ]

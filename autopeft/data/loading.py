@@ -111,6 +111,7 @@ def load_task(
     spec = infer_spec(splits["train"], name=source.name, **spec_options)
     splits = _labelled_splits(splits, spec, source.name)
     splits, spec = _encode_labels(splits, spec, source.name)
+    _check_learnable(splits["train"], spec, source.name)
     train, validation, test, split_sources = _arrange_splits(splits, spec, **split_options)
     data = TaskData(
         spec=spec, train=train, validation=validation, test=test, name=source.name,
@@ -247,7 +248,7 @@ def _read_files(paths: tuple[Path, ...]) -> datasets.Dataset:
                 **_reader_options(paths[0], extension),
             )
     except Exception as error:
-        raise DataError(f"cannot read {paths[0]}: {_first_line(error)}") from error
+        raise DataError(f"cannot read {paths[0]}: {_root_reason(error)}") from error
 
 
 def _reader_options(path: Path, extension: str) -> dict[str, Any]:
@@ -301,6 +302,14 @@ def _quiet_progress() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
+def _root_reason(error: BaseException) -> str:
+    """The innermost cause's first line: datasets wraps a parser's error in "An error occurred while
+    generating the dataset", which says nothing of what is wrong with the file."""
+    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        error = error.__cause__ or error.__context__
+    return f"{type(error).__name__}: {_first_line(error)}"
+
+
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     text = lines[0] if lines else type(error).__name__
@@ -326,6 +335,25 @@ def _labelled_splits(
                 require_column(splits[split].column_names, column, f"{split} split", name)
             kept[split] = splits[split]
     return kept
+
+
+def _check_learnable(train: datasets.Dataset, spec: TaskSpec, name: str) -> None:
+    """Refuse data no model can learn from: every trial would score the trivial predictor (or 1.0)."""
+    for column in [*_input_columns(spec), *([spec.response_column] if spec.kind == "causal_lm" else [])]:
+        values = column_values(train, column)
+        if not any(v is not None and str(v).strip() for v in values):
+            raise DataError(f"column '{column}' of '{name}' is empty in every train row: nothing to learn from")
+    if spec.kind == "classification":
+        distinct = set(column_values(train, spec.label_column))
+        if len(distinct) < 2:
+            label = spec.label_names[next(iter(distinct))] if distinct and spec.label_names else distinct
+            raise DataError(f"the train split of '{name}' has a single class ({label!s} in column "
+                            f"'{spec.label_column}'): a classifier needs at least two")
+    elif spec.kind == "regression":
+        targets = np.asarray(column_values(train, spec.label_column), dtype=float)
+        if len(targets) and np.ptp(targets) == 0:
+            raise DataError(f"every train label of '{name}' (column '{spec.label_column}') is {targets[0]:g}: "
+                            "a regression target must vary")
 
 
 def _input_columns(spec: TaskSpec) -> list[str]:

@@ -147,3 +147,27 @@ def _check_same_length(predicted: np.ndarray, expected: np.ndarray) -> None:
         raise ValueError(f"{len(predicted)} predictions for {len(expected)} references")
     if len(expected) == 0:
         raise ValueError("no examples to score")
+
+
+def input_blind_loss(spec: TaskSpec, train_labels: Sequence[Any], eval_labels: Sequence[Any],
+                     vocab_size: int | None = None) -> float:
+    """The eval loss of predicting without looking at the input: the yardstick for divergence.
+
+    The worse of two input-blind predictors, because a freshly initialised head starts at the second:
+    classification: the train class frequencies (add-one smoothed) or uniform over the classes (ln K);
+    regression: the train mean or zero (mean squared error); causal LM: uniform over the vocabulary
+    (ln V). A trial far above this has learned something worse than nothing.
+    """
+    if spec.kind == "causal_lm":
+        if not vocab_size:
+            raise ValueError("the input-blind loss of a causal LM needs the vocabulary size")
+        return float(np.log(vocab_size))
+    eval_values = np.asarray(eval_labels)
+    if spec.kind == "regression":
+        targets = eval_values.astype(float)
+        mean = float(np.mean(np.asarray(train_labels, dtype=float)))
+        return float(max(np.mean((targets - mean) ** 2), np.mean(targets**2)))
+    classes = max(spec.num_labels, int(np.max(train_labels)) + 1, int(np.max(eval_values)) + 1)
+    counts = np.bincount(np.asarray(train_labels, dtype=int), minlength=classes) + 1.0
+    prior = float(-np.mean(np.log(counts / counts.sum())[eval_values.astype(int)]))
+    return max(prior, float(np.log(classes)))

@@ -19,14 +19,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import yaml
 
 from autopeft.errors import AutopeftError
 from autopeft.search import records as R
-from autopeft.search.atomic import replace_dir, temp_dir_beside
+from autopeft.atomic import check_output_folder, write_dir
 from autopeft.search.records import TrialRecord
 from autopeft.search.results import RunResults, load_results
 
@@ -84,6 +86,38 @@ def trials_csv(results: RunResults) -> str:
     return buffer.getvalue()
 
 
+def reason_text(record: TrialRecord) -> str:
+    reason = str(record.attrs.get(R.REASON) or record.attrs.get(R.STATUS) or record.state)
+    first = (reason.strip().splitlines() or [record.state])[0]
+    return first if len(first) <= 160 else first[:157] + "..."
+
+
+def unfinished_records(results: RunResults) -> list[TrialRecord]:
+    """Trials that did not finish (failed, rejected before training, still running or interrupted),
+    without the duplicates that only copy another trial's outcome."""
+    return [r for r in results.all_records if not r.complete and R.DUPLICATE_OF not in r.attrs]
+
+
+def common_reasons(records: list[TrialRecord], top: int = 3) -> list[tuple[int, str]]:
+    """(count, an example reason), most common first; reasons that differ only in numbers count together."""
+    groups: Counter[str] = Counter()
+    example: dict[str, str] = {}
+    for record in records:
+        text = reason_text(record)
+        key = re.sub(r"\d[\d,.]*", "#", text)
+        groups[key] += 1
+        example.setdefault(key, text)
+    return [(count, example[key]) for key, count in groups.most_common(top)]
+
+
+def nothing_finished(results: RunResults) -> str:
+    """Why a run has no result: how many trials it has and their most common reasons, on one line."""
+    total = len(results.all_records)
+    reasons = "; ".join(f"{count}x {text}" for count, text in common_reasons(unfinished_records(results)))
+    return (f"no trial of study '{results.info.study_name}' finished ({total} trial{'s' if total != 1 else ''}"
+            + (f"; most common reasons: {reasons}" if reasons else "") + ")")
+
+
 def _merged_writer(results: RunResults):
     """folder -> writes folder/merged (the base model with the adapter folded in), or returns why not."""
     from peft import PeftModel
@@ -113,11 +147,14 @@ def _merged_writer(results: RunResults):
 def export_run(run_dir: str | Path, out: str | Path | None = None, storage: str | None = None,
                merged: bool = False) -> tuple[Path, RunResults]:
     results = load_results(run_dir, storage)
+    if not results.front:  # before any model loads or anything is written
+        raise AutopeftError(f"nothing to export: {nothing_finished(results)}")
     write_merged = _merged_writer(results) if merged else None
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "export"
-    staging = temp_dir_beside(out)
-    try:
+    check_output_folder(out, lambda folder: (folder / "pareto.json").is_file(), "export")  # never a user's folder
+
+    def write(staging: Path) -> None:
         summaries = []
         for rank, record in enumerate(results.front, start=1):
             folder = staging / f"{rank:02d}-{record.label.replace('#', '-')}"
@@ -146,8 +183,6 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, storage: str 
             "points": summaries,
         }, indent=2) + "\n")
         (staging / "trials.csv").write_text(trials_csv(results))
-        replace_dir(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    write_dir(out, write)
     return out, results

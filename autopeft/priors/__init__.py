@@ -1,7 +1,7 @@
 """Priors: task-specific knowledge computed once before a search and cached on disk (SPT's sensitivity map,
 LoFiT's head ranking)."""
 
-from autopeft.priors.cache import atomic_folder, cache_dir, cache_key, cached_path
+from autopeft.priors.cache import atomic_folder, cache_dir, cache_key, cached_path, read_entry
 from autopeft.priors.heads import heads_plot, load_or_select_heads, ranked_heads, select_heads
 from autopeft.priors.sensitivity import (
     SensitivityMap,
@@ -24,6 +24,7 @@ __all__ = [
     "load_or_select_heads",
     "model_signature",
     "ranked_heads",
+    "read_entry",
     "role_modules",
     "select_heads",
     "sensitivity_batches",

@@ -20,7 +20,7 @@ import torch
 from autopeft.data import TaskData, collate, length_grouped_batches, tokenize_task
 from autopeft.errors import AutopeftError
 from autopeft.models import BaseModel
-from autopeft.priors.cache import atomic_folder, cached_path
+from autopeft.priors.cache import atomic_folder, cached_path, read_entry
 from autopeft.priors.sensitivity import model_signature
 from autopeft.tuners.lofit import HeadRanking, LofitConfig, head_norms, lofit_l1_penalty
 
@@ -195,15 +195,18 @@ def load_or_select_heads(
     check_head_selection_settings(**{k: v for k, v in settings.items() if k != "seed"})
     folder = cached_path("heads", version=HEADS_VERSION, model=model_signature(base), task=task.fingerprint,
                          **settings)
-    if not folder.is_dir():
-        ranking, meta = select_heads(base, task, device=device, **settings)
-        with atomic_folder(folder) as staging:
-            ranking.save(staging / RANKING_FILE)
-            (staging / META_FILE).write_text(json.dumps(meta, indent=1))
-        cached = False
-    else:
-        cached = True
-    return HeadRanking.load(folder / RANKING_FILE), json.loads((folder / META_FILE).read_text()), cached
+    entry = read_entry(folder, _read_ranking)
+    if entry is not None:
+        return (*entry, True)
+    ranking, meta = select_heads(base, task, device=device, **settings)
+    with atomic_folder(folder) as staging:
+        ranking.save(staging / RANKING_FILE)
+        (staging / META_FILE).write_text(json.dumps(meta, indent=1))
+    return (*_read_ranking(folder), False)
+
+
+def _read_ranking(folder: Path) -> tuple[HeadRanking, dict]:
+    return HeadRanking.load(folder / RANKING_FILE), json.loads((folder / META_FILE).read_text())
 
 
 def heads_plot(ranking: HeadRanking, path: str | Path, *, mark_top: int = 0, title: str | None = None) -> None:

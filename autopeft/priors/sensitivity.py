@@ -23,7 +23,7 @@ from autopeft.arch import MATRIX_ROLES, architecture_for
 from autopeft.data import TaskData, collate, tokenize_task
 from autopeft.errors import AutopeftError
 from autopeft.models import BaseModel
-from autopeft.priors.cache import atomic_folder, cached_path
+from autopeft.priors.cache import atomic_folder, cached_path, read_entry
 from autopeft.space.params import sparse_entries
 from autopeft.tuners.sparse import SparseMask
 
@@ -219,6 +219,14 @@ def model_signature(base: BaseModel) -> dict:
     return {"source": source.cache_key, "files": files, "head": base.kind, "num_labels": base.num_labels}
 
 
+def _load_cached_map(folder: Path) -> SensitivityMap:
+    """A cache entry's map; an incomplete one (scores and meta disagree) is an error, hence a miss."""
+    smap = SensitivityMap.load(folder)
+    if set(smap.scores) != set(smap.meta["modules"]):
+        raise ValueError("its scores do not cover the modules its meta.json lists")
+    return smap
+
+
 def load_or_compute_sensitivity(
     base: BaseModel,
     task: TaskData,
@@ -238,8 +246,9 @@ def load_or_compute_sensitivity(
         "sensitivity", version=SENSITIVITY_VERSION, model=model_signature(base), task=task.fingerprint,
         batches=batches, batch_size=batch_size, max_length=max_length, seed=seed,
     )
-    if folder.is_dir():
-        return SensitivityMap.load(folder), True
+    cached = read_entry(folder, _load_cached_map)
+    if cached is not None:
+        return cached, True
     computed = compute_sensitivity(
         base, task, batches=batches, batch_size=batch_size, max_length=max_length, seed=seed, device=device
     )

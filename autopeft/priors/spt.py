@@ -130,6 +130,40 @@ def _allocate(matrices, groups, counts, rank, alpha) -> tuple[set[tuple[int, str
     return structured, lora, sparse
 
 
+def spt_budget_ceiling(model_config, rank: int = SPT_RANK) -> int:
+    """The largest budget SPT can allocate: rank-``rank`` LoRA on every role matrix of every layer."""
+    arch = architecture_for(model_config)
+    per_layer = sum(rank * (rows + cols) for shapes in arch.matrix_shapes(model_config).values() for rows, cols in shapes)
+    return per_layer * arch.dims(model_config).num_layers
+
+
+def parse_spt_budgets(text: str, model_config, model_params: int, *, rank: int = SPT_RANK) -> list[tuple[str, int]]:
+    """``"0.1%,50000,120k"`` -> ``[(entry, parameters), ...]``, every entry checked against the model, so a
+    budget SPT cannot meet fails before the sensitivity map is computed."""
+    from autopeft.search.settings import parse_max_params
+
+    entries = [entry.strip() for entry in text.split(",")]
+    if not any(entries):
+        raise AutopeftError("--budgets needs at least one budget (examples: 50000, 120k, 0.5%)")
+    ceiling = spt_budget_ceiling(model_config, rank)
+    budgets: list[tuple[str, int]] = []
+    for entry in filter(None, entries):
+        try:
+            budget = parse_max_params(entry, model_params)
+        except AutopeftError:
+            raise AutopeftError(f"--budgets entry '{entry}' is not a positive count or percentage "
+                                "(examples: 50000, 120k, 0.5%)") from None
+        if budget < 1:
+            raise AutopeftError(f"--budgets entry '{entry}' is less than one parameter")
+        if budget > ceiling:
+            raise AutopeftError(f"--budgets entry '{entry}' is {budget:,} parameters, more than SPT can allocate on "
+                                f"this model (rank-{rank} LoRA on every matrix: {ceiling:,})")
+        if any(entry == seen for seen, _ in budgets):
+            raise AutopeftError(f"--budgets lists '{entry}' twice")
+        budgets.append((entry, budget))
+    return budgets
+
+
 def spt_allocation(scores: dict[str, torch.Tensor], model_config, budget: int, *, rank: int = SPT_RANK,
                    alpha: float = SPT_ALPHA) -> SptAllocation:
     """SPT's structured/unstructured split of the role matrices that best fills ``budget`` parameters."""

@@ -2,21 +2,22 @@
 
 Writes (default ``RUN_DIR/report``): ``pareto.png`` and ``pareto.html`` (interactive, plotly),
 ``hypervolume.png`` (hypervolume of the rung-0 trials against the trial count), ``heatmap.png``
-(how many Pareto points place each module type in each layer) and ``summary.md``. The folder is
-written beside the target and renamed into place at the end.
+(how many Pareto points place each module type in each layer) and ``summary.md``; a plot with nothing
+to draw is not written, and summary.md links only the plots that were. The folder is written beside the
+target and renamed into place at the end.
 """
 
 from __future__ import annotations
 
-import shutil
 import statistics
 from pathlib import Path
 
 import numpy as np
 
 from autopeft.errors import AutopeftError
+from autopeft.export import reason_text, common_reasons, nothing_finished
 from autopeft.search import records as R
-from autopeft.search.atomic import replace_dir, temp_dir_beside
+from autopeft.atomic import check_output_folder, write_dir
 from autopeft.search.pareto import hypervolume
 from autopeft.search.records import TrialRecord, distinct_complete
 from autopeft.search.results import RunResults, load_results
@@ -163,13 +164,33 @@ def _format(value: float, std: float | None = None) -> str:
     return text + (f" ± {std:.2g}" if std else "")
 
 
-def summary_markdown(results: RunResults, history: list[tuple[int, float]]) -> str:
+def _baselines(rung0: list[TrialRecord]) -> tuple[list[str], list[str]]:
+    """(names of the baselines that finished, "name (reason)" of those that did not)."""
+    finished, unfinished = {}, {}
+    for record in rung0:
+        origin = str(record.attrs.get(R.ORIGIN, ""))
+        if not origin.startswith("baseline:"):
+            continue
+        name = origin.split(":", 1)[1]
+        if record.complete:
+            finished[name] = None
+        else:
+            unfinished.setdefault(name, reason_text(record))
+    return list(finished), [f"{name} ({why})" for name, why in unfinished.items() if name not in finished]
+
+
+def summary_markdown(results: RunResults, history: list[tuple[int, float]], plots: dict[str, bool] | None = None) -> str:
+    """The report's summary.md; ``plots`` says which of the report's files were written (only those are linked)."""
+    plots = {name: True for name in PLOT_FILES} if plots is None else plots
     info, objectives = results.info, results.info.objectives
     rung0 = results.stages.get("rung-0", [])
     trained = [r for r in rung0 if r.trained]
-    rejected = [r for r in rung0 if r.state == "pruned"]
     duplicates = [r for r in rung0 if R.DUPLICATE_OF in r.attrs]
-    failed = [r for records in results.stages.values() for r in records if r.state == "fail"]
+    not_trained = [r for r in rung0 if r.state == "pruned" and R.DUPLICATE_OF not in r.attrs]
+    over_budget = [r for r in not_trained if str(r.attrs.get(R.REASON, "")).startswith("over --max-params")]
+    failed = [r for records in results.stages.values() for r in records if r.state == "fail" and R.DUPLICATE_OF not in r.attrs]
+    unfinished = [r for r in results.all_records if r.state in ("running", "waiting")]
+    finished = sum(1 for r in results.all_records if r.complete)
     lines = [f"# autopeft search: {info.study_name}", ""]
     settings = info.settings
     lines += [f"- model: `{settings.get('model')}`, dataset: `{settings.get('dataset')}`, space: `{settings.get('space')}`",
@@ -177,22 +198,38 @@ def summary_markdown(results: RunResults, history: list[tuple[int, float]]) -> s
               f"- sampler: {settings.get('sampler')}, fidelity rungs: {settings.get('fidelity')}, "
               f"final seeds: {settings.get('final_seeds')}, max params: {settings.get('max_params') or 'none'}",
               f"- storage: `{info.storage}` (opens in optuna-dashboard), study `{info.study_name}`", ""]
+    other_not_trained = len(not_trained) - len(over_budget)
     lines += ["## Trials", "",
-              f"- rung 0: {len(trained)} trained, {len(rejected)} rejected before training (over --max-params), "
-              f"{len(duplicates)} duplicates (stored result reused)",
+              f"- {len(results.all_records)} trials in all, {finished} finished",
+              f"- rung 0: {len(trained)} trained ({sum(1 for r in trained if r.complete)} finished), "
+              f"{len(over_budget)} rejected before training (over --max-params)"
+              + (f", {other_not_trained} not trained for another reason" if other_not_trained else "")
+              + f", {len(duplicates)} duplicates (stored result reused)",
               *(f"- {stage}: {len([r for r in records if r.trained])} trained" for stage, records in results.stages.items()
-                if stage != "rung-0"),
-              f"- failed: {len(failed)}" + "".join(f"\n  - {r.label}: {r.attrs.get(R.REASON, '')}" for r in failed[:10])]
-    suggest = [r.attrs[R.SUGGEST_SECONDS] for r in rung0 if str(r.attrs.get(R.ORIGIN, "")).startswith("sampler:")]
-    walls = [r.attrs[R.RESULT]["wall_seconds"] for r in trained if R.RESULT in r.attrs]
+                if stage != "rung-0")]
+    lines.append(f"- failed: {len(failed)}" + "".join(f"\n  - {count} x {text}" for count, text in common_reasons(failed, top=5)))
+    if other_not_trained:
+        others = [r for r in not_trained if r not in over_budget]
+        lines.append("- not trained: " + "; ".join(f"{count} x {text}" for count, text in common_reasons(others)))
+    if unfinished:
+        lines.append(f"- still running or interrupted without a result: {len(unfinished)}")
+    suggest = [r.attrs[R.SUGGEST_SECONDS] for r in rung0 if str(r.attrs.get(R.ORIGIN, "")).startswith("sampler:")
+               and R.SUGGEST_SECONDS in r.attrs]
+    walls = [r.attrs[R.RESULT]["wall_seconds"] for r in trained if "wall_seconds" in r.attrs.get(R.RESULT, {})]
     if suggest and walls:
         share = 100 * statistics.median(suggest) / max(statistics.median(walls), 1e-9)
         lines.append(f"- median suggestion time {statistics.median(suggest):.3f} s = {share:.1f}% of the median "
                      f"trial ({statistics.median(walls):.2f} s)")
     if history:
         lines.append(f"- final hypervolume (rung 0): {history[-1][1]:.4g}")
-    baselines = sorted({str(r.attrs.get(R.ORIGIN)) for r in rung0 if str(r.attrs.get(R.ORIGIN, "")).startswith("baseline:")})
-    lines.append(f"- baselines evaluated: {', '.join(b.split(':', 1)[1] for b in baselines) or 'none'}")
+    evaluated, not_evaluated = _baselines(rung0)
+    lines.append(f"- baselines evaluated: {', '.join(evaluated) or 'none'}")
+    if not_evaluated:
+        lines.append(f"- baselines enqueued but without a result: {', '.join(not_evaluated)}")
+    if not results.front:
+        lines += ["", "## Pareto front", "",
+                  f"None: {nothing_finished(results)}. No plot was drawn: there is nothing to plot.", ""]
+        return "\n".join(lines)
     lines += ["", f"## Pareto front ({results.front_stage}; selected on validation, test reported separately)", ""]
     header = ["trial", *(f"{o.name} {'↑' if o.maximize else '↓'}" for o in objectives), f"test {info.metric}", "point"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -204,27 +241,43 @@ def summary_markdown(results: RunResults, history: list[tuple[int, float]]) -> s
                                  for o in objectives),
                  _format(test, test_std) if test is not None else "-", record.attrs.get(R.DESCRIPTION, "")]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "![Pareto front](pareto.png)", "", "[interactive Pareto plot](pareto.html)", "",
-              "![hypervolume](hypervolume.png)", "", "![layers](heatmap.png)", ""]
+    lines.append("")
+    links = {"pareto.png": "![Pareto front](pareto.png)", "pareto.html": "[interactive Pareto plot](pareto.html)",
+             "hypervolume.png": "![hypervolume](hypervolume.png)", "heatmap.png": "![layers](heatmap.png)"}
+    for name, link in links.items():
+        if plots.get(name):
+            lines += [link, ""]
+    if not plots.get("heatmap.png"):
+        lines += ["(no layer heatmap: the Pareto points place no PEFT module in any layer)", ""]
     return "\n".join(lines)
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, storage: str | None = None) -> Path:
+PLOT_FILES = ("pareto.png", "pareto.html", "hypervolume.png", "heatmap.png")
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, storage: str | None = None) -> tuple[Path, bool]:
+    """Plots and summary.md of a run; returns the folder and whether any trial finished. A run where none
+    did still gets a summary.md (how many trials failed or were rejected, and why) but no plot: there is
+    nothing to draw, and the reasons are what its user needs to see."""
     _pyplot(), _plotly()  # fail before doing any work when an extra is missing
     results = load_results(run_dir, storage)
     out = Path(out) if out is not None else Path(run_dir) / "report"
-    staging = temp_dir_beside(out)
-    try:
-        history = hypervolume_history(results.stages.get("rung-0", []), results.info.objectives)
+    check_output_folder(out, lambda folder: (folder / "summary.md").is_file(), "report")  # never a user's folder
+    history = hypervolume_history(results.stages.get("rung-0", []), results.info.objectives)
+    names, counts = layer_usage(results.front, results.info.num_layers)
+
+    def write(staging: Path) -> None:
+        written = dict.fromkeys(PLOT_FILES, False)
         if results.front:
             _pareto_png(results, staging / "pareto.png")
             _pareto_html(results, staging / "pareto.html")
-        _hypervolume_png(history, staging / "hypervolume.png")
-        names, counts = layer_usage(results.front, results.info.num_layers)
-        _heatmap_png(names, counts, len(results.front), staging / "heatmap.png")
-        (staging / "summary.md").write_text(summary_markdown(results, history))
-        replace_dir(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
+            written["pareto.png"] = written["pareto.html"] = True
+        if history:
+            _hypervolume_png(history, staging / "hypervolume.png")
+            written["hypervolume.png"] = True
+        if names:
+            _heatmap_png(names, counts, len(results.front), staging / "heatmap.png")
+            written["heatmap.png"] = True
+        (staging / "summary.md").write_text(summary_markdown(results, history, written))
+
+    return write_dir(out, write), bool(results.front)

@@ -11,6 +11,9 @@ the Pareto front of the highest rung is re-trained at full fidelity with several
 
 Everything lives in the Optuna storage, so running the same search again resumes it: finished
 trials are read back, trials left running by a dead process are marked failed (and retried once).
+Several processes may search on one storage at once (:mod:`autopeft.search.lease`): each owns the
+trials it runs, shares the trial budget, skips points another one trains or trained, and takes
+over a trial only when its owner is gone.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from autopeft.backends.base import FINISHED, Backend, NextJob, TrialJob
@@ -33,6 +37,7 @@ from autopeft.backends.local import LocalBackend
 from autopeft.errors import AutopeftError
 from autopeft.search import records as R
 from autopeft.search.evaluator import Evaluator
+from autopeft.search.lease import LEASE, LeaseKeeper, Owner, owner_alive
 from autopeft.search.initial_design import BASELINES, baseline_params, default_quasi_random_count, quasi_random_params
 from autopeft.search.objectives import Objective
 from autopeft.search.pareto import promotion_order
@@ -46,6 +51,8 @@ INTERRUPTED = "interrupted"
 RETRY_PREFIX = "retry of "
 STUCK_AFTER = 5             # consecutive rejected/duplicate suggestions before a random feasible point is queued
 RANDOM_FALLBACK_DRAWS = 2000
+RECOVER_EVERY_SECONDS = 15.0  # how often a running search looks for trials whose owner process died
+PEER_POLL_SECONDS = 2.0       # waiting for a final-stage point another process is training
 
 
 @dataclass(frozen=True)
@@ -172,16 +179,24 @@ class SearchEngine:
         self._idle = 0
         self._running: dict[str, _Running] = {}
         self._stopped: str | None = None
+        self.owner = Owner.this_process()
+        self.leases = LeaseKeeper(storage, self.owner)
+        self._last_recovery = 0.0
 
     # ================================================================ public
     def run(self) -> SearchOutcome:
         self._start = time.monotonic()
-        self._open_studies()
-        self._recover_interrupted()
-        self._initial_design()
-        self._stopped = None
-        self.backend.drive(self)
-        front_stage, front = self._final_stage()
+        try:
+            self._open_studies()
+            self._recover_abandoned()
+            self._initial_design()
+            self._stopped = None
+            self.backend.drive(self)
+            if self.plan.final_seeds:
+                self._wait_for_peers()
+            front_stage, front = self._final_stage()
+        finally:
+            self.leases.close()
         return SearchOutcome(
             self.study_name, front, front_stage, self._stopped or "stopped", self.notes,
             median_suggest_seconds=self._median_attr(R.SUGGEST_SECONDS, sampler_only=True),
@@ -249,20 +264,62 @@ class SearchEngine:
             self.studies[rung] = self._study(R.rung_study_name(self.study_name, rung))
         return self.studies[rung]
 
-    def _recover_interrupted(self) -> None:
-        """Trials a dead process left RUNNING: fail them with the reason, and retry each point once."""
+    def _abandoned(self, trial: optuna.trial.FrozenTrial) -> bool:
+        started = trial.datetime_start.timestamp() if trial.datetime_start else None
+        return not owner_alive(trial.user_attrs.get(LEASE), self.owner, started)
+
+    def _fail_interrupted(self, trial_id: int, why: str) -> bool:
+        """Record a trial as interrupted and fail it; False when another worker finished or failed it first."""
+        try:
+            self.storage.set_trial_user_attr(trial_id, R.STATUS, INTERRUPTED)
+            self.storage.set_trial_user_attr(trial_id, R.REASON, f"interrupted: {why}")
+            return self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            return False
+
+    def _recover_abandoned(self) -> None:
+        """Trials left RUNNING by a process that is gone: fail them with the reason and retry each point once.
+
+        RUNNING trials of live processes (other workers on this storage) are left alone."""
+        self._last_recovery = time.monotonic()
         for rung, study in list(self.studies.items()):
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                reason = "interrupted: the search process ended during this trial"
-                self.storage.set_trial_user_attr(trial._trial_id, R.STATUS, INTERRUPTED)
-                self.storage.set_trial_user_attr(trial._trial_id, R.REASON, reason)
-                study.tell(trial.number, state=TrialState.FAIL)
+                if not self._abandoned(trial):
+                    continue
+                if not self._fail_interrupted(trial._trial_id, "the search process ended during this trial"):
+                    continue
                 retry = not str(trial.user_attrs.get(R.ORIGIN, "")).startswith(RETRY_PREFIX) and bool(trial.params)
                 if retry:
                     study.enqueue_trial(trial.params, user_attrs={
                         R.ORIGIN: f"{RETRY_PREFIX}#{trial.number}", R.KEY: trial.user_attrs.get(R.KEY)})
                 self._note(f"rung-{rung} trial #{trial.number} was interrupted; marked failed"
                            + (" and queued again" if retry else " (already a retry: not queued again)"))
+
+    @staticmethod
+    def _started(trial) -> tuple[float, int]:
+        """Which of two trials was asked for first: by start time (a queued trial's number is older than its
+        start), then by number."""
+        start = trial.datetime_start.timestamp() if trial.datetime_start else math.inf
+        return start, trial.number
+
+    def _peer_trials(self, rung: int) -> tuple[dict[str, tuple[float, int]], int]:
+        """Other live processes' RUNNING trials at ``rung`` (point key -> the earliest one's :meth:`_started`),
+        and how many; their finished trained trials join ``self.known`` on the way."""
+        running: dict[str, tuple[float, int]] = {}
+        count = 0
+        mine = {job.trial._trial_id for job in self._running.values()}
+        for trial in self.studies[rung].get_trials(deepcopy=False):
+            key = trial.user_attrs.get(R.KEY)
+            if trial.state == TrialState.RUNNING:
+                if trial._trial_id in mine or self._abandoned(trial):
+                    continue
+                count += 1
+                if key is not None:
+                    running[key] = min(running.get(key, self._started(trial)), self._started(trial))
+            elif key is not None and key not in self.known[rung] and trial.user_attrs.get(R.TRAINED) \
+                    and trial.user_attrs.get(R.STATUS) != INTERRUPTED:
+                self.known[rung][key] = R.record_from_trial(trial, f"rung-{rung}", self.plan.objectives)
+        return running, count
 
     def _initial_design(self) -> None:
         study = self.studies[0]
@@ -279,7 +336,7 @@ class SearchEngine:
                 self._note(f"initial point {origin} skipped: {self.count_params(params):,} params > --max-params")
                 return False
             queued.add(key)
-            study.enqueue_trial(params, user_attrs={R.ORIGIN: origin})
+            study.enqueue_trial(params, user_attrs={R.ORIGIN: origin, R.KEY: key})  # keyed now: peers see it
             return True
 
         for params, origin in self.plan.initial_points:
@@ -321,13 +378,16 @@ class SearchEngine:
                 return self._stop(self._stopped)
             if self.plan.time_budget is not None and self._elapsed() >= self.plan.time_budget:
                 return self._stop("time budget reached")
+            if time.monotonic() - self._last_recovery > RECOVER_EVERY_SECONDS:
+                self._recover_abandoned()
             rung = self._promotion_rung()
             if rung is not None:
                 job = self._ask(rung)
                 if job is not None:
                     return job
                 continue
-            if self.plan.trials is not None and self._new_trials_done() + self._running_at(0) >= self.plan.trials:
+            if self.plan.trials is not None and \
+                    self._new_trials_done() + self._running_at(0) + self._peer_trials(0)[1] >= self.plan.trials:
                 if self._running:  # a running trial may still earn a promotion
                     return None
                 return self._stop("trial budget reached")
@@ -346,7 +406,13 @@ class SearchEngine:
 
     def finish_job(self, job_id: str, result: TrialResult) -> None:
         running = self._running.pop(job_id)
-        self._tell_result(running.study, running.trial, result, running.adapter_params)
+        self.leases.release(running.trial._trial_id)
+        try:
+            self._tell_result(running.study, running.trial, result, running.adapter_params)
+        except UpdateFinishedTrialError:  # our lease lapsed (the process was suspended) and a peer took it over
+            self._note(f"rung-{running.rung} trial #{running.trial.number} was taken over by another worker while it "
+                       "trained (its lease lapsed); the result stays with the retry")
+            return
         record = self._record(running.study, running.trial, running.rung)
         self.known[running.rung][running.key] = record
         self._idle = 0
@@ -355,9 +421,9 @@ class SearchEngine:
     def abandon_jobs(self) -> None:
         """Running trials of a stopped search fail as interrupted and are queued to run again once."""
         for running in self._running.values():
-            running.trial.set_user_attr(R.STATUS, INTERRUPTED)
-            running.trial.set_user_attr(R.REASON, "interrupted: the search stopped during this trial")
-            running.study.tell(running.trial, state=TrialState.FAIL)
+            self.leases.release(running.trial._trial_id)
+            if not self._fail_interrupted(running.trial._trial_id, "the search stopped during this trial"):
+                continue
             if not running.origin.startswith(RETRY_PREFIX):
                 running.study.enqueue_trial(running.params, user_attrs={
                     R.ORIGIN: f"{RETRY_PREFIX}#{running.trial.number}", R.KEY: running.key})
@@ -378,7 +444,7 @@ class SearchEngine:
             if size == 0 or (self.plan.max_params is not None and size > self.plan.max_params):
                 continue
             study.enqueue_trial(params, user_attrs={R.ORIGIN: f"random (the sampler repeated {STUCK_AFTER} rejected, "
-                                                               "empty or duplicate points)"})
+                                                               "empty or duplicate points)", R.KEY: point_key(point)})
             return True
         return False
 
@@ -407,20 +473,24 @@ class SearchEngine:
         study = self.studies[rung]
         start = time.perf_counter()
         trial = study.ask()
+        self.leases.hold(trial._trial_id)  # first, so that no other worker takes it for abandoned
         params = self.space.suggest(trial)
         suggest_seconds = time.perf_counter() - start
         origin = trial.user_attrs.get(R.ORIGIN) or f"sampler:{self.sampler_name}"
         point = self.space.decode(params)
         key = point_key(point)
+        trial.set_user_attr(R.KEY, key)  # before looking at the peers' trials: they look at ours the same way
         adapter_params = count_trainable_params(point, self.space.model_config)
-        for name, value in ((R.KEY, key), (R.RUNG, rung), (R.ADAPTER_PARAMS, adapter_params),
+        for name, value in ((R.RUNG, rung), (R.ADAPTER_PARAMS, adapter_params),
                             (R.POINT, point.to_dict()), (R.DESCRIPTION, point.describe()), (R.ORIGIN, origin),
                             (R.SUGGEST_SECONDS, suggest_seconds)):
             trial.set_user_attr(name, value)
-        if not self._told_without_training(study, trial, rung, key, adapter_params):
+        if not self._told_without_training(study, trial, rung, key, adapter_params) \
+                and not self._over_shared_budget(study, trial, rung):
             job = TrialJob(f"rung-{rung}-{trial.number}", point, self.plan.rungs[rung], self.plan.seed)
             self._running[job.id] = _Running(study, trial, params, rung, origin, key, adapter_params)
             return job
+        self.leases.release(trial._trial_id)
         self._idle += 1
         self.observer.on_trial(self._record(study, trial, rung), self._progress())
         return None
@@ -435,10 +505,14 @@ class SearchEngine:
             trial.set_user_attr(R.REASON, "every module is off: no PEFT module to train (not trained)")
             study.tell(trial, state=TrialState.PRUNED)
             return True
-        running = next((r for r in self._running.values() if r.rung == rung and r.key == key), None)
+        running = next((r.trial.number for r in self._running.values() if r.rung == rung and r.key == key), None)
+        peers, _ = self._peer_trials(rung)  # also brings in what other workers on this storage finished
+        mine = self._started(self.storage.get_trial(trial._trial_id))
+        if running is None and key in peers and peers[key] < mine:  # the trial asked for first trains the point
+            running = peers[key][1]
         if running is not None:
-            trial.set_user_attr(R.DUPLICATE_OF, running.trial.number)
-            trial.set_user_attr(R.REASON, f"the same point is being trained as trial #{running.trial.number} (not trained)")
+            trial.set_user_attr(R.DUPLICATE_OF, running)
+            trial.set_user_attr(R.REASON, f"the same point is being trained as trial #{running} (not trained)")
             study.tell(trial, state=TrialState.PRUNED)
             return True
         previous = self.known[rung].get(key)
@@ -453,6 +527,38 @@ class SearchEngine:
         else:
             study.tell(trial, state=TrialState.FAIL)
         return True
+
+    def _over_shared_budget(self, study: optuna.Study, trial: optuna.Trial, rung: int) -> bool:
+        """Several workers may ask for a trial at once: only the first ``trials`` asked for train."""
+        if rung != 0 or self.plan.trials is None:
+            return False
+        mine = self._started(self.storage.get_trial(trial._trial_id))
+        ahead = sum(1 for t in study.get_trials(deepcopy=False) if t.number != trial.number and (
+            t.user_attrs.get(R.TRAINED) or (t.state == TrialState.RUNNING and self._started(t) < mine
+                                            and not self._abandoned(t))))
+        if ahead < self.plan.trials:
+            return False
+        trial.set_user_attr(R.REASON, f"the trial budget ({self.plan.trials}) was filled by other workers (not trained)")
+        study.tell(trial, state=TrialState.PRUNED)
+        return True
+
+    def _wait_for_peers(self) -> None:
+        """Trials other workers are running as this search loop ends finish (or lose their owner) before the
+        final stage, so that every worker re-trains the same front."""
+        waiting = {rung: {t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                          if not self._abandoned(t)} for rung, study in self.studies.items()}
+        announced = False
+        while any(waiting.values()):
+            if not announced:
+                self._note(f"waiting for {sum(map(len, waiting.values()))} trial(s) other workers are running")
+                announced = True
+            time.sleep(PEER_POLL_SECONDS)
+            self._recover_abandoned()
+            for rung, ids in waiting.items():
+                states = {t._trial_id: t for t in self.studies[rung].get_trials(deepcopy=False)}
+                waiting[rung] = {i for i in ids if states[i].state == TrialState.RUNNING and not self._abandoned(states[i])}
+        for rung in self.studies:
+            self._peer_trials(rung)  # their results join the front
 
     def _tell_result(self, study: optuna.Study, trial: optuna.Trial, result: TrialResult, adapter_params: int) -> None:
         trial.set_user_attr(R.TRAINED, True)
@@ -507,81 +613,171 @@ class SearchEngine:
 
     # ============================================================ final stage
     def _final_stage(self) -> tuple[str | None, list[TrialRecord]]:
+        """The front of the highest rung re-trained at full fidelity with ``final_seeds`` seeds each.
+
+        Each seed is kept as soon as it is trained (a user attribute of the final trial, its adapter under
+        ``adapters/.seeds``), so an interrupted final stage resumes with the seeds still missing. A point
+        another live worker is re-training is waited for, not trained twice."""
         stage, front = self._front_now()
         if self.plan.final_seeds == 0 or not front:
             if not front:
                 self._note("no trial finished: there is no Pareto front")
             return stage, front
         study = self._study(R.final_study_name(self.study_name))
+        self._recover_abandoned_final(study)
+        self._note(f"final stage: {len(front)} Pareto point(s) of {stage}, {self.plan.final_seeds} seed(s) each "
+                   "at full fidelity")
+        finished = self._final_records(study)
+        todo = [r for r in front if r.key not in finished]
+        while todo:
+            peers = self._final_peers(study)
+            mine = [r for r in todo if r.key not in peers]
+            if mine:
+                self._train_final(study, mine)
+            finished = self._final_records(study)
+            todo = [r for r in todo if r.key not in finished]
+            if todo:  # another worker is re-training these right now
+                time.sleep(PEER_POLL_SECONDS)
+                self._recover_abandoned_final(study)
+        return "final", R.pareto_records([finished[r.key] for r in front if r.key in finished], self.plan.objectives)
+
+    def _final_records(self, study: optuna.Study) -> dict[str, TrialRecord]:
         finished: dict[str, TrialRecord] = {}
         for trial in study.get_trials(deepcopy=False):
             record = R.record_from_trial(trial, "final", self.plan.objectives)
-            if record.trained and record.key is not None:
+            if record.trained and record.key is not None and trial.state.is_finished():
                 finished.setdefault(record.key, record)
+        return finished
+
+    def _final_peers(self, study: optuna.Study, before: tuple[float, int] | None = None) -> dict[str, int]:
+        """Point key -> number of the final trial a live process (this one included) is running for it
+        (only those asked for before ``before``, a :meth:`_started`, when given)."""
+        peers: dict[str, tuple[float, int]] = {}
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            self.storage.set_trial_user_attr(trial._trial_id, R.REASON, "interrupted: the search process ended during this trial")
-            study.tell(trial.number, state=TrialState.FAIL)
-        self._note(f"final stage: {len(front)} Pareto point(s) of {stage}, {self.plan.final_seeds} seed(s) each "
-                   "at full fidelity")
-        pending: list[tuple[TrialRecord, optuna.Trial, PeftPoint, int, list[TrialJob]]] = []
-        for record in front:
-            if record.key in finished:
+            key = trial.user_attrs.get(R.KEY)
+            if key is None or self._abandoned(trial) or (before is not None and self._started(trial) >= before):
                 continue
+            peers[key] = min(peers.get(key, self._started(trial)), self._started(trial))
+        return {key: started[1] for key, started in peers.items()}
+
+    def _recover_abandoned_final(self, study: optuna.Study) -> None:
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if self._abandoned(trial) and self._fail_interrupted(trial._trial_id, "the search process ended "
+                                                                                 "during this trial"):
+                kept = sum(1 for name in trial.user_attrs if name.startswith(R.SEED_PREFIX))
+                self._note(f"final trial #{trial.number} was interrupted; {kept} finished seed(s) kept")
+
+    def _kept_seeds(self, study: optuna.Study, key: str) -> dict[int, dict[str, Any]]:
+        """Seeds of ``key`` that interrupted final trials finished (with their adapter still on disk)."""
+        kept: dict[int, dict[str, Any]] = {}
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            if trial.user_attrs.get(R.KEY) != key:
+                continue
+            for name, entry in trial.user_attrs.items():
+                if name.startswith(R.SEED_PREFIX) and (entry.get("adapter") is None
+                                                       or (self.run_dir / entry["adapter"]).is_dir()):
+                    kept.setdefault(int(entry["seed"]), entry)
+        return kept
+
+    def _train_final(self, study: optuna.Study, records: list[TrialRecord]) -> None:
+        seeds_root = self.run_dir / "adapters" / ".seeds"
+        seeds = [self.plan.seed + index for index in range(self.plan.final_seeds)]
+        pending: list[tuple[optuna.Trial, int]] = []
+        jobs: list[TrialJob] = []
+        owner: dict[str, tuple[optuna.Trial, int]] = {}
+        for record in records:
             study.enqueue_trial(record.params, user_attrs={R.ORIGIN: f"front of {record.label}", R.KEY: record.key})
-            trial = study.ask()
+        for _ in records:
+            trial = study.ask()  # the oldest queued trial: ours, or one a peer queued (a peer may pop ours)
+            self.leases.hold(trial._trial_id)
+            key = trial.user_attrs.get(R.KEY)
+            if key is None:  # the queue was empty (peers took the rest): a sampled point is no front point
+                trial.set_user_attr(R.REASON, "no queued front point left (other workers took them; not trained)")
+                study.tell(trial, state=TrialState.PRUNED)
+                self.leases.release(trial._trial_id)
+                break
             point = self.space.decode(self.space.suggest(trial))
             adapter_params = count_trainable_params(point, self.space.model_config)
-            for name, value in ((R.KEY, record.key), (R.ADAPTER_PARAMS, adapter_params), (R.POINT, point.to_dict()),
+            for name, value in ((R.ADAPTER_PARAMS, adapter_params), (R.POINT, point.to_dict()),
                                 (R.DESCRIPTION, point.describe())):
                 trial.set_user_attr(name, value)
-            jobs = [TrialJob(f"final-{trial.number}-seed-{index}", point, self.plan.rungs[-1], self.plan.seed + index,
-                             evaluate_test=True, save_adapter=True) for index in range(self.plan.final_seeds)]
-            pending.append((record, trial, point, adapter_params, jobs))
-        staging = self.run_dir / "adapters" / ".staging"
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            results = self.backend.run_all([job for *_, jobs in pending for job in jobs], staging)
-        except BaseException:
-            for _, trial, _, _, _ in pending:
-                trial.set_user_attr(R.STATUS, INTERRUPTED)
-                trial.set_user_attr(R.REASON, "interrupted: the search stopped during this trial")
-                study.tell(trial, state=TrialState.FAIL)
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        for record, trial, point, adapter_params, jobs in pending:
-            finished[record.key] = self._tell_final(study, trial, adapter_params, jobs, results, staging)
-        shutil.rmtree(staging, ignore_errors=True)
-        return "final", R.pareto_records([finished[r.key] for r in front if r.key in finished], self.plan.objectives)
+            earlier = self._final_peers(study, before=self._started(self.storage.get_trial(trial._trial_id))).get(key)
+            if earlier is None and key in self._final_records(study):  # a peer finished it since we looked
+                earlier = self._final_records(study)[key].number
+            if earlier is not None:  # a peer asked for the same point first: it trains it
+                trial.set_user_attr(R.DUPLICATE_OF, earlier)
+                trial.set_user_attr(R.REASON, f"the same point is being trained as final trial #{earlier} (not trained)")
+                study.tell(trial, state=TrialState.PRUNED)
+                self.leases.release(trial._trial_id)
+                continue
+            kept = self._kept_seeds(study, key)
+            for seed in seeds:
+                if seed in kept:
+                    trial.set_user_attr(f"{R.SEED_PREFIX}{seed}", kept[seed])
+                else:
+                    job = TrialJob(f"final-{trial.number}-seed-{seed}", point, self.plan.rungs[-1], seed,
+                                   evaluate_test=True, save_adapter=True)
+                    jobs.append(job)
+                    owner[job.id] = (trial, seed)
+            if kept:
+                self._note(f"final trial #{trial.number}: {len(set(kept) & set(seeds))} seed(s) kept from an "
+                           "interrupted final stage")
+            pending.append((trial, adapter_params))
 
-    def _tell_final(self, study: optuna.Study, trial: optuna.Trial, adapter_params: int, jobs: list[TrialJob],
-                    results: dict[str, TrialResult], staging: Path) -> TrialRecord:
+        def keep(job: TrialJob, result: TrialResult) -> None:  # each seed is stored the moment it is trained
+            trial, seed = owner[job.id]
+            adapter = seeds_root / job.id
+            trial.set_user_attr(f"{R.SEED_PREFIX}{seed}", {
+                "seed": seed, "result": result.to_dict(),
+                "adapter": str(adapter.relative_to(self.run_dir)) if adapter.is_dir() else None})
+
+        try:
+            self.backend.run_all(jobs, seeds_root, on_result=keep)
+        except BaseException:
+            for trial, _ in pending:
+                self.leases.release(trial._trial_id)
+                self._fail_interrupted(trial._trial_id, "the search stopped during this trial")
+            raise
+        for trial, adapter_params in pending:
+            self.leases.release(trial._trial_id)
+            try:
+                self._tell_final(study, trial, adapter_params, seeds)
+            except UpdateFinishedTrialError:
+                self._note(f"final trial #{trial.number} was taken over by another worker (its lease lapsed)")
+
+    def _tell_final(self, study: optuna.Study, trial: optuna.Trial, adapter_params: int, seeds: list[int]) -> None:
         """Mean and spread over the seeds; the adapter of the first seed that trained becomes final-<n>."""
-        seed_results = [results[job.id] for job in jobs]
+        attrs = self.storage.get_trial(trial._trial_id).user_attrs
+        entries = [attrs[f"{R.SEED_PREFIX}{seed}"] for seed in seeds if f"{R.SEED_PREFIX}{seed}" in attrs]
+        seed_results = [TrialResult(**entry["result"]) for entry in entries]
         trial.set_user_attr(R.TRAINED, True)
         trial.set_user_attr(R.SEEDS, [r.to_dict() for r in seed_results])
-        ok = [(job, r) for job, r in zip(jobs, seed_results) if r.ok]
+        ok = [(entry, r) for entry, r in zip(entries, seed_results) if r.ok]
         if not ok:
-            trial.set_user_attr(R.STATUS, seed_results[0].status)
-            trial.set_user_attr(R.REASON, "; ".join(sorted({r.reason or r.status for r in seed_results})))
+            trial.set_user_attr(R.STATUS, seed_results[0].status if seed_results else "error")
+            trial.set_user_attr(R.REASON, "; ".join(sorted({r.reason or r.status for r in seed_results})) or "no seed ran")
             study.tell(trial, state=TrialState.FAIL)
-            return self._record(study, trial, None)
+            return
         try:
             per_seed = np.array([[o.value(r, adapter_params) for o in self.plan.objectives] for _, r in ok])
         except KeyError as exc:
             trial.set_user_attr(R.STATUS, "error")
             trial.set_user_attr(R.REASON, f"error: {exc.args[0]}")
             study.tell(trial, state=TrialState.FAIL)
-            return self._record(study, trial, None)
+            return
         trial.set_user_attr(R.STATUS, "ok")
         trial.set_user_attr(R.VALUES_STD, dict(zip([o.name for o in self.plan.objectives], per_seed.std(axis=0).tolist())))
         test_names = sorted(set.intersection(*(set(r.test_metrics) for _, r in ok)))
         trial.set_user_attr(R.TEST_METRICS, {m: float(np.mean([r.test_metrics[m] for _, r in ok])) for m in test_names})
         trial.set_user_attr(R.TEST_METRICS_STD, {m: float(np.std([r.test_metrics[m] for _, r in ok])) for m in test_names})
-        saved = next((staging / job.id for job, _ in ok if (staging / job.id).is_dir()), None)
+        saved = next((self.run_dir / e["adapter"] for e, _ in ok if e.get("adapter")
+                      and (self.run_dir / e["adapter"]).is_dir()), None)
         if saved is not None:
             final_dir = self.run_dir / "adapters" / f"final-{trial.number}"
             shutil.rmtree(final_dir, ignore_errors=True)
             saved.rename(final_dir)
             trial.set_user_attr(R.ADAPTER_DIR, str(final_dir.relative_to(self.run_dir)))
+        for entry in entries:  # the other seeds' adapters are not exported
+            if entry.get("adapter"):
+                shutil.rmtree(self.run_dir / entry["adapter"], ignore_errors=True)
         study.tell(trial, per_seed.mean(axis=0).tolist())
-        return self._record(study, trial, None)

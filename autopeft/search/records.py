@@ -24,6 +24,7 @@ KEY, RUNG, ADAPTER_PARAMS, POINT, DESCRIPTION = "point_key", "rung", "adapter_pa
 ORIGIN, SUGGEST_SECONDS, STATUS, REASON, RESULT = "origin", "suggest_seconds", "status", "reason", "result"
 DUPLICATE_OF, TRAINED, VALUES_STD, SEEDS, ADAPTER_DIR = "duplicate_of", "trained", "values_std", "seeds", "adapter_dir"
 TEST_METRICS, TEST_METRICS_STD = "test_metrics", "test_metrics_std"
+SEED_PREFIX = "seed_"   # final trials: "seed_<n>" = {"seed", "result", "adapter"}, stored as each seed finishes
 # study user-attribute keys
 SETTINGS_ATTR, INITIAL_DESIGN_ATTR = "autopeft_settings", "initial_design_done"
 

@@ -17,12 +17,14 @@ from autopeft.backends.local import LocalBackend
 from autopeft.data import is_higher_better
 from autopeft.errors import AutopeftError
 from autopeft.search import evaluator as evaluator_module
-from autopeft.search.atomic import write_json
+from autopeft.atomic import write_json
 from autopeft.search.engine import SearchEngine, SearchObserver, SearchOutcome, SearchPlan
 from autopeft.search.objectives import Objective, parse_objectives
 from autopeft.search.samplers import botorch_available, canonical_sampler_name
 from autopeft.search.settings import SearchSettings, base_fidelity, fidelity_rungs, parse_max_params
-from autopeft.search.storage import default_storage, has_credentials, mask_url, open_storage
+from autopeft.search.storage import (
+    check_storage_url, default_storage, has_credentials, is_remote_storage, local_storage_path, mask_url, open_storage,
+)
 
 RUN_FILE = "run.json"
 
@@ -45,9 +47,11 @@ class RunInfo:
         if override is None and self.storage_has_credentials:
             raise AutopeftError(f"the storage of run '{self.run_dir}' holds credentials that were not saved; "
                                 "pass it again with --storage")
-        if override is None and self.storage_in_run_dir:
-            return open_storage(default_storage(self.run_dir))
-        return open_storage(override or self.storage)
+        url = default_storage(self.run_dir) if override is None and self.storage_in_run_dir else override or self.storage
+        path = local_storage_path(url)
+        if path is not None and not path.is_file():  # opening it would create an empty one
+            raise AutopeftError(f"the storage of run '{self.run_dir}' is missing: {path} does not exist")
+        return open_storage(url)
 
 
 def read_run_info(run_dir: str | Path) -> RunInfo:
@@ -57,31 +61,39 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
     path = run_dir / RUN_FILE
     if not path.is_file():
         raise AutopeftError(f"'{run_dir}' is not a search run folder (no {RUN_FILE})")
-    data = json.loads(path.read_text())
-    objectives = [Objective(o["name"], o["maximize"], o["log_scale"]) for o in data["objectives"]]
-    return RunInfo(run_dir, data["study_name"], data["storage"], data["storage_has_credentials"],
-                   data.get("storage_in_run_dir", False), objectives, data["metric"], data["num_layers"],
-                   data["settings"])
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        objectives = [Objective(o["name"], o["maximize"], o["log_scale"]) for o in data["objectives"]]
+        return RunInfo(run_dir, data["study_name"], data["storage"], data["storage_has_credentials"],
+                       data.get("storage_in_run_dir", False), objectives, data["metric"], data["num_layers"],
+                       data["settings"])
+    except (ValueError, KeyError, TypeError, OSError) as exc:  # ValueError covers bad JSON and bad UTF-8
+        raise AutopeftError(f"'{path}' is damaged ({type(exc).__name__}: {str(exc)[:120]}); it is written by "
+                            "`autopeft search`, and running the search again rewrites it") from None
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "search"
 
 
+def _ray_options(settings: SearchSettings):
+    from autopeft.backends.ray import RayOptions
+
+    return RayOptions(
+        address=settings.ray_address, cpus_per_trial=settings.cpus_per_trial,
+        gpus_per_trial=settings.gpus_per_trial, workers_per_trial=settings.workers_per_trial,
+        max_concurrent=settings.max_concurrent, max_failures=settings.trial_retries,
+        storage_path=settings.ray_storage,
+    )
+
+
 def _backend(settings: SearchSettings, task, run_dir: Path,
              adapter_builder: evaluator_module.AdapterBuilder | None) -> Backend:
     if settings.backend == "ray":
-        from autopeft.backends.ray import RayBackend, RayOptions
+        from autopeft.backends.ray import RayBackend
 
-        options = RayOptions(
-            address=settings.ray_address, cpus_per_trial=settings.cpus_per_trial,
-            gpus_per_trial=settings.gpus_per_trial, workers_per_trial=settings.workers_per_trial,
-            max_concurrent=settings.max_concurrent, max_failures=settings.trial_retries,
-            storage_path=settings.ray_storage,
-        )
-        return RayBackend(evaluator_module.SettingsEvaluatorFactory(settings.for_workers()), options, run_dir)
-    if settings.workers_per_trial > 1:
-        raise AutopeftError("--workers-per-trial > 1 needs --backend ray (Ray Train runs the workers)")
+        return RayBackend(evaluator_module.SettingsEvaluatorFactory(settings.for_workers()), _ray_options(settings),
+                          run_dir)
     return LocalBackend(evaluator_module.make_runner_evaluator(settings, task, adapter_builder))
 
 
@@ -101,6 +113,26 @@ def _check_data_dimensions(space, train_size: int) -> None:
                 parse_size(size, train_size)
             except AutopeftError as exc:
                 raise AutopeftError(f"{space.source}: data.size: {exc}") from None
+
+
+BUDGET_PROBES = 2000  # random points tried before a --max-params is called unreachable (~1 s at most)
+
+
+def _check_budget_reachable(space, max_params: int, seed: int) -> None:
+    """Some non-empty point of the space must fit ``--max-params``, or every trial would be pruned."""
+    import numpy as np
+
+    from autopeft.space import count_trainable_params
+
+    rng = np.random.default_rng(seed)
+    smallest = None
+    for _ in range(BUDGET_PROBES):
+        count = count_trainable_params(space.decode(space.active_params(space.sample(rng))), space.model_config)
+        if count and count <= max_params:
+            return
+        smallest = count if count and (smallest is None or count < smallest) else smallest
+    raise AutopeftError(f"no point of the space fits --max-params {max_params:,}: the smallest of {BUDGET_PROBES:,} "
+                        f"random points has {smallest or 0:,} trainable parameters")
 
 
 def _apply_priors(settings: SearchSettings, task, space, max_params: int | None, observer):
@@ -152,8 +184,25 @@ def _apply_priors(settings: SearchSettings, task, space, max_params: int | None,
     return space, points
 
 
-def run_search(settings: SearchSettings, observer: SearchObserver | None = None,
-               adapter_builder: evaluator_module.AdapterBuilder | None = None) -> tuple[SearchOutcome, RunInfo]:
+@dataclass
+class SearchSetup:
+    """Everything :func:`prepare_search` checked: nothing heavy loaded, nothing written yet."""
+
+    task: Any
+    model_config: Any
+    space: Any
+    plan: SearchPlan
+    study_name: str
+    run_dir: Path
+    storage_url: str
+    storage: Any = None          # a remote storage is opened (and so checked) early; a local file one at the start
+
+
+def prepare_search(settings: SearchSettings) -> SearchSetup:
+    """Check a search's settings against its data, model config, space and storage, cheapest first.
+
+    Raises AutopeftError for anything wrong before a model is loaded or a file is written, so a
+    mistake costs seconds, not a model load (the model's weights load in :func:`run_search`)."""
     from autopeft.models import load_model_config
     from autopeft.space import SearchSpace, count_model_params
 
@@ -161,22 +210,35 @@ def run_search(settings: SearchSettings, observer: SearchObserver | None = None,
         from autopeft.trial.distributed import resolve_deepspeed_config
 
         resolve_deepspeed_config(settings.deepspeed)  # a bad preset or file fails now, not in every trial
-    task = evaluator_module.load_search_task(settings)
-    spec = task.spec
+    if canonical_sampler_name(settings.sampler) == "botorch" and not botorch_available():
+        raise AutopeftError("sampler 'botorch' needs BoTorch: pip install 'autopeft[botorch]'")
+    if settings.backend == "ray":
+        _ray_options(settings)  # checks its numbers; the cluster is reached when the search starts
+    elif settings.workers_per_trial > 1:
+        raise AutopeftError("--workers-per-trial > 1 needs --backend ray (Ray Train runs the workers)")
+    rungs = fidelity_rungs(base_fidelity(settings), settings.fidelity, settings.fidelity_resource)
+    check_storage_url(settings.storage) if settings.storage else None
     model_config = load_model_config(settings.model, trust_remote_code=settings.trust_remote_code)
     space = SearchSpace.from_file(settings.space, model_config)
-    max_params = parse_max_params(settings.max_params, count_model_params(model_config))
+    model_params = count_model_params(model_config)
+    max_params = parse_max_params(settings.max_params, model_params)
+    if max_params is not None and max_params > model_params:
+        raise AutopeftError(f"--max-params {settings.max_params} is {max_params:,} parameters, more than the whole "
+                            f"model's {model_params:,}: give a budget below the model's size (e.g. 1%)")
+    if max_params is not None:
+        _check_budget_reachable(space, max_params, settings.seed)
+    task = evaluator_module.load_search_task(settings)
+    spec = task.spec
     _check_data_dimensions(space, len(task.train))
-    initial_points: list = []
-    if settings.prior:
-        space, initial_points = _apply_priors(settings, task, space, max_params, observer)
     objectives = parse_objectives(settings.objectives, spec.metric, is_higher_better(spec.metric))
     study_name = settings.study_name or _slug(f"{space.spec.name}-{task.name}")
     run_dir = Path(settings.out or Path("runs") / study_name)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AutopeftError(f"--out '{run_dir}' exists and is not a folder")
     storage_url = settings.storage or default_storage(run_dir)
     plan = SearchPlan(
         objectives=objectives,
-        rungs=fidelity_rungs(base_fidelity(settings), settings.fidelity, settings.fidelity_resource),
+        rungs=rungs,
         eta=settings.eta,
         trials=settings.trials if settings.trials is not None or settings.time_budget is not None else 20,
         time_budget=settings.time_budget_seconds,
@@ -186,31 +248,45 @@ def run_search(settings: SearchSettings, observer: SearchObserver | None = None,
         sampler=settings.sampler,
         baselines=settings.baselines,
         quasi_random=settings.quasi_random,
-        initial_points=tuple(initial_points),
     )
-    if canonical_sampler_name(settings.sampler) == "botorch" and not botorch_available():
-        raise AutopeftError("sampler 'botorch' needs BoTorch: pip install 'autopeft[botorch]'")
-    info = RunInfo(run_dir, study_name, mask_url(storage_url), has_credentials(storage_url), settings.storage is None,
-                   objectives, spec.metric, space.dims.num_layers, settings.public_dict(mask_url(storage_url)))
-    backend = _backend(settings, task, run_dir, adapter_builder)  # bad backend settings fail before any file is written
+    storage = open_storage(storage_url) if is_remote_storage(storage_url) else None
+    return SearchSetup(task, model_config, space, plan, study_name, run_dir, storage_url, storage)
+
+
+def run_search(settings: SearchSettings, observer: SearchObserver | None = None,
+               adapter_builder: evaluator_module.AdapterBuilder | None = None,
+               setup: SearchSetup | None = None) -> tuple[SearchOutcome, RunInfo]:
+    """Prepare (unless ``setup`` is given), load the model, open the storage, write run.json, search."""
+    from dataclasses import replace
+
+    setup = setup or prepare_search(settings)
+    task, space, plan, run_dir, storage_url = setup.task, setup.space, setup.plan, setup.run_dir, setup.storage_url
+    if settings.prior:
+        space, initial_points = _apply_priors(settings, task, space, plan.max_params, observer)
+        plan = replace(plan, initial_points=tuple(initial_points))
+    objectives = plan.objectives
+    info = RunInfo(run_dir, setup.study_name, mask_url(storage_url), has_credentials(storage_url),
+                   settings.storage is None, objectives, task.spec.metric, space.dims.num_layers,
+                   settings.public_dict(mask_url(storage_url)))
+    backend = _backend(settings, task, run_dir, adapter_builder)  # loads the model: bad weights fail before any file
     try:
-        storage = open_storage(storage_url)
+        storage = setup.storage or open_storage(storage_url)
         write_json(run_dir / RUN_FILE, {
-            "study_name": study_name,
+            "study_name": setup.study_name,
             "storage": info.storage,
             "storage_has_credentials": info.storage_has_credentials,
             "storage_in_run_dir": info.storage_in_run_dir,
             "objectives": [{"name": o.name, "maximize": o.maximize, "log_scale": o.log_scale} for o in objectives],
-            "metric": spec.metric,
+            "metric": task.spec.metric,
             "task": task.name,
             "num_layers": space.dims.num_layers,
             "layers": space.layers,
-            "model_type": model_config.model_type,
+            "model_type": setup.model_config.model_type,
             "rungs": [r.to_dict() for r in plan.rungs],
             "backend": backend.name,
             "settings": info.settings,
         })
-        engine = SearchEngine(space, None, plan, storage, study_name, run_dir, observer, backend=backend)
+        engine = SearchEngine(space, None, plan, storage, setup.study_name, run_dir, observer, backend=backend)
         return engine.run(), info
     finally:
         backend.close()

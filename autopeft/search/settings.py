@@ -43,27 +43,27 @@ class SearchSettings(BaseModel):
     response_column: Optional[str] = None
     metric: Optional[str] = None
     objectives: list[str] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
-    trials: Optional[int] = None
+    trials: Optional[int] = Field(None, ge=1)
     time_budget: Optional[Union[float, str]] = None
     sampler: str = "auto"
     max_params: Optional[Union[float, str]] = None
     fidelity: list[float] = Field(default_factory=lambda: [1.0])
     fidelity_resource: Literal["data", "epochs"] = "data"
-    eta: int = 3
-    final_seeds: int = 3
+    eta: int = Field(3, ge=2)
+    final_seeds: int = Field(3, ge=0)
     baselines: bool = True
-    quasi_random: Optional[int] = None
-    train_examples: Optional[float] = None
-    epochs: float = 1.0
-    max_steps: Optional[int] = None
-    max_length: int = 128
-    eval_examples: Optional[int] = None
-    generation_examples: int = 0
-    max_new_tokens: int = 128
-    batch_size: int = 32
-    lr: float = 5e-4
+    quasi_random: Optional[int] = Field(None, ge=0)
+    train_examples: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
+    epochs: float = Field(1.0, gt=0, allow_inf_nan=False)
+    max_steps: Optional[int] = Field(None, ge=1)
+    max_length: int = Field(128, ge=8)
+    eval_examples: Optional[int] = Field(None, ge=1)
+    generation_examples: int = Field(0, ge=0)
+    max_new_tokens: int = Field(128, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(5e-4, gt=0, allow_inf_nan=False)
     bf16: bool = False
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     storage: Optional[str] = None
     study_name: Optional[str] = None
     out: Optional[str] = None
@@ -78,15 +78,15 @@ class SearchSettings(BaseModel):
     trial_retries: int = 1                   # restarts of a Ray trial whose worker died
     ray_storage: Optional[str] = None        # Tune's trial folders; shared disk for a multi-node cluster
     prior: list[Literal["sensitivity", "heads"]] = Field(default_factory=list)
-    prior_batches: int = 16                  # sensitivity: batches of gradient² (SPT's default)
+    prior_batches: int = Field(16, ge=1)                 # sensitivity: batches of gradient² (SPT's default)
     prior_budgets: list[str] = Field(default_factory=lambda: ["0.1%", "0.5%", "1%"])  # SPT points to start from
-    sensitive_layers: Optional[int] = None   # restrict placement to the K most sensitive layers
+    sensitive_layers: Optional[int] = Field(None, ge=1)  # restrict placement to the K most sensitive layers
     subset_strategy: Optional[str] = None    # data selection for the fidelity's training subset (None: seeded random)
     embedding_model: Optional[str] = None    # embeddings for data selection (None: the model being tuned)
     warmup_pool: list[str] = Field(default_factory=list)  # datasets whose texts the adapter warms up on (GOT-D)
     warmup_strategy: str = "ot"
     warmup_size: Optional[str] = None        # count, fraction or N% of the pool
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = Field(1.0, allow_inf_nan=False)
 
     @field_validator("objectives", "prompt_column", "prior", "prior_budgets", "warmup_pool", mode="before")
     @classmethod
@@ -179,13 +179,13 @@ class SearchSettings(BaseModel):
         return None if self.time_budget is None else parse_duration(self.time_budget)
 
     def public_dict(self, masked_storage: str | None) -> dict[str, Any]:
-        """The settings as written to run.json: the storage URL and the Ray address masked."""
-        from autopeft.redact import mask_url
+        """The settings as written to run.json: the storage URL, the Ray address and any other URL masked."""
+        from autopeft.redact import mask_url, mask_values
 
         data = self.model_dump(mode="json")
         data["storage"] = masked_storage
         data["ray_address"] = mask_url(self.ray_address)
-        return data
+        return mask_values(data)
 
     def for_workers(self) -> dict[str, Any]:
         """What a trial worker needs to rebuild model, task and training: local paths made absolute
@@ -211,7 +211,10 @@ def read_run_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise AutopeftError(f"config file '{path}' does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise AutopeftError(f"config file '{path}' is not a readable text file ({type(exc).__name__})") from None
     try:
         if path.suffix == ".toml":
             try:

@@ -75,7 +75,8 @@ class PeftPoint:
         try:
             point = cls.from_dict(yaml.safe_load(path.read_text()) or {})
         except (yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise AutopeftError(f"'{path}' is not a point file: {type(exc).__name__}: {exc}") from None
+            detail = " ".join(str(exc).split())  # YAML errors span lines; the CLI prints one
+            raise AutopeftError(f"'{path}' is not a point file: {type(exc).__name__}: {detail}") from None
         if point.is_empty:
             raise AutopeftError(f"point file '{path}' has no modules")
         modules = {}

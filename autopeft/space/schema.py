@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -45,14 +46,19 @@ class Range(_Strict):
 
 class SizeGrid(_Strict):
     grid: list[float] = Field(min_length=1)
-    scale_to_hidden: int | None = None   # grid written for this hidden size; rescaled to the model's
+    scale_to_hidden: int | None = Field(default=None, ge=1)  # grid written for this hidden size; rescaled to the model's
     tie: Literal["global", "per_layer"] = "global"
 
     @field_validator("grid")
     @classmethod
     def _non_negative(cls, grid):
+        if any(not math.isfinite(v) for v in grid):
+            raise ValueError("sizes must be finite numbers")
         if any(v < 0 for v in grid):
             raise ValueError("sizes must be >= 0")
+        if not any(v > 0 for v in grid):
+            shown = [int(v) if v == int(v) else v for v in grid]
+            raise ValueError(f"a grid needs at least one size > 0 (0 means the module is off), got {shown}")
         return grid
 
 
@@ -63,6 +69,21 @@ class ModuleSpec(_Strict):
     location: Union[str, Choice, None] = None        # adapters: ffn | attention
     alpha: Union[float, Choice, None] = None         # lora_alpha as a multiple of the rank
     optional: bool = False                           # adds an on/off dimension
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _not_a_bool(cls, size):
+        if isinstance(size, bool):
+            raise ValueError(f"a size must be a number or {{grid: [...]}}, got {size}")
+        return size
+
+    @field_validator("size")
+    @classmethod
+    def _positive_size(cls, size):
+        if isinstance(size, (int, float)) and not (math.isfinite(size) and size > 0):
+            raise ValueError(f"a fixed size must be a number > 0, got {size} (to make a module optional, "
+                             "use 'optional: true' or a grid with 0 in it)")
+        return size
 
     @field_validator("targets")
     @classmethod
@@ -170,14 +191,28 @@ def parse_space(data: Any, source: str) -> SpaceSpec:
 
 def read_space_file(path: str | Path) -> SpaceSpec:
     path = Path(path)
+    if path.is_dir():
+        raise SpaceError(f"search space file '{path}' is a folder, not a YAML file")
     if not path.is_file():
         raise SpaceError(f"search space file '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpaceError(f"search space file '{path}' cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpaceError(f"search space file '{path}' is not a text file (not UTF-8); give a YAML file") from None
+    if "\x00" in text:
+        raise SpaceError(f"search space file '{path}' is not a text file (it holds NUL bytes); give a YAML file")
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise SpaceError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
+        problem = " ".join(str(problem).split())
+        raise SpaceError(f"{path}: invalid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise SpaceError(f"{path}: a search space must be a YAML mapping")
     return parse_space(data, str(path))

@@ -233,6 +233,12 @@ class SearchSpace:
 
     def decode(self, params: dict[str, Any]) -> PeftPoint:
         params = self.active_params(params)
+        try:
+            return self._decode(params)
+        except KeyError as exc:  # a dimension the point needs is not in it
+            raise SpaceError(f"{self.source}: point is missing parameter '{exc.args[0]}'") from None
+
+    def _decode(self, params: dict[str, Any]) -> PeftPoint:
         modules: dict[str, ModuleChoice] = {}
         for module, spec in self.spec.modules.items():
             choice = self._decode_module(module, spec, params)

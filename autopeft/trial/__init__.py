@@ -1,10 +1,10 @@
 """Train one PEFT configuration at one fidelity and measure it."""
 
 from autopeft.trial.fidelity import Fidelity
-from autopeft.trial.result import ERROR, NAN_LOSS, OK, OOM, TrialResult
+from autopeft.trial.result import DIVERGED, ERROR, NAN_LOSS, OK, OOM, TrialResult
 from autopeft.trial.runner import AdapterFactory, TrainingConfig, TrialRunner
 
 __all__ = [
-    "AdapterFactory", "ERROR", "Fidelity", "NAN_LOSS", "OK", "OOM",
+    "AdapterFactory", "DIVERGED", "ERROR", "Fidelity", "NAN_LOSS", "OK", "OOM",
     "TrainingConfig", "TrialResult", "TrialRunner",
 ]

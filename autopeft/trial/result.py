@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-OK, NAN_LOSS, OOM, ERROR = "ok", "nan_loss", "oom", "error"
+OK, NAN_LOSS, DIVERGED, OOM, ERROR = "ok", "nan_loss", "diverged", "oom", "error"
 
 
 @dataclass
 class TrialResult:
-    status: str = OK                      # ok | nan_loss | oom | error
+    status: str = OK                      # ok | nan_loss | diverged | oom | error
     reason: str | None = None             # why a trial did not finish ("error: ..." text)
     metrics: dict[str, float] = field(default_factory=dict)       # on the selection (validation) split
     test_metrics: dict[str, float] = field(default_factory=dict)  # on the reported split, when asked for
@@ -31,6 +31,7 @@ class TrialResult:
     warmup_steps: int = 0                 # pre-fine-tuning before the task training (autopeft.trial.warmup)
     warmup_seconds: float = 0.0
     warmup_loss: float | None = None      # its last batch's loss
+    input_blind_loss: float | None = None # eval loss of predicting without the input (data.input_blind_loss)
 
     @property
     def ok(self) -> bool:

@@ -20,12 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autopeft.data import TaskData, collate, compute_metrics, exact_match, length_grouped_batches, tokenize_task
+from autopeft.data import (
+    TaskData, collate, compute_metrics, exact_match, input_blind_loss, length_grouped_batches, tokenize_task,
+)
 from autopeft.models import BaseModel
 from autopeft.trial import distributed
 from autopeft.trial.fidelity import Fidelity
 from autopeft.trial.memory import PeakMemory
-from autopeft.trial.result import ERROR, NAN_LOSS, OOM, TrialResult
+from autopeft.trial.result import DIVERGED, ERROR, NAN_LOSS, OOM, TrialResult
 from autopeft.trial.warmup import Warmup, lm_warmup
 
 AdapterFactory = Callable[[torch.nn.Module], torch.nn.Module]
@@ -41,6 +43,14 @@ class TrainingConfig:
     bf16: bool = False  # bf16 autocast: 1.2x (MiniLM) to 1.66x (SmolLM2) faster per step on recent CPUs
     deepspeed: str | None = None  # zero2 | zero3 | path to a DeepSpeed JSON config
 
+    def __post_init__(self):
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning rate must be a positive number, got {self.learning_rate}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warm-up ratio must be in [0, 1), got {self.warmup_ratio}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -55,8 +65,27 @@ def _warmup_schedule(optimizer, training: TrainingConfig, total_steps: int):
     return get_linear_schedule_with_warmup(optimizer, int(training.warmup_ratio * total_steps), max(total_steps, 1))
 
 
+DIVERGENCE_FACTOR = 3.0
+"""A classifier or regressor whose eval loss exceeds this many times the input-blind predictor's diverged."""
+CAUSAL_LM_DIVERGENCE_FACTOR = 1.5  # x ln(V): an untrained LM sits near ln(V) itself
+
+
 class TrialDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite (``nan_loss``), or the trained model scores far worse than a
+    predictor that ignores its input (``diverged``): either way the trial is no result."""
+
+    def __init__(self, message: str, status: str = NAN_LOSS):
+        super().__init__(message)
+        self.status = status
+
+
+class AdapterBuildError(RuntimeError):
+    """The PEFT configuration could not be applied to the base model."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _as_factory(adapter) -> AdapterFactory:
@@ -78,6 +107,19 @@ class TrialRunner:
         self.base = base
         self.task = task
         self.device = torch.device(device) if device else distributed.default_device()
+        self._input_blind_loss: float | None = None
+
+    @property
+    def input_blind_loss(self) -> float:
+        """The validation loss of the input-blind predictor (:func:`autopeft.data.input_blind_loss`), computed once."""
+        if self._input_blind_loss is None:
+            spec = self.task.spec
+            if spec.kind == "causal_lm":
+                self._input_blind_loss = input_blind_loss(spec, (), (), vocab_size=len(self.base.tokenizer))
+            else:
+                self._input_blind_loss = input_blind_loss(spec, self.task.train[spec.label_column],
+                                                          self.task.validation[spec.label_column])
+        return self._input_blind_loss
 
     # ------------------------------------------------------------------ public
     def run(
@@ -116,13 +158,16 @@ class TrialRunner:
                 self._train(model, engine, subset, fidelity, seed, training, result)
                 scorer = model if engine is None else engine
                 result.metrics = self._evaluate(model, scorer, "validation", fidelity, training, result)
+                self._check_converged(result)
                 if evaluate_test and self.task.test is not None:
                     result.test_metrics = self._evaluate(model, scorer, "test", fidelity, training, result)
                 if save_dir is not None:
                     distributed.save_adapter(model, save_dir)
             result.peak_memory_mb = memory.peak_mb
         except TrialDiverged as exc:
-            result.status, result.reason = NAN_LOSS, str(exc)
+            result.status, result.reason = exc.status, str(exc)
+        except AdapterBuildError as exc:
+            result.status, result.reason = ERROR, f"error: {exc}"
         except torch.OutOfMemoryError as exc:
             result.status, result.reason = OOM, str(exc).splitlines()[0]
         except Exception as exc:  # a bad point must end its trial, not the search
@@ -143,7 +188,10 @@ class TrialRunner:
     def _build(self, adapter, seed: int, result: TrialResult) -> torch.nn.Module:
         start = time.perf_counter()
         torch.manual_seed(seed)
-        model = _as_factory(adapter)(self.base.fresh_copy(seed))
+        try:
+            model = _as_factory(adapter)(self.base.fresh_copy(seed))
+        except Exception as exc:  # the configuration does not fit the model (e.g. unknown target modules)
+            raise AdapterBuildError(f"cannot build the adapter: {type(exc).__name__}: {_first_line(exc)}") from exc
         self._ensure_head_trainable(model)
         model.to(self.device)
         result.adapter_params, result.trainable_params = self._count_trainable(model)
@@ -202,6 +250,21 @@ class TrialRunner:
         except FloatingPointError as exc:
             raise TrialDiverged(str(exc)) from None
         result.warmup_steps, result.warmup_seconds, result.warmup_loss = done["steps"], done["seconds"], done["final_loss"]
+
+    def _check_converged(self, result: TrialResult) -> None:
+        """A non-finite eval loss, or one far above the input-blind predictor's, is divergence, not a result.
+
+        Causal LMs are held to 1.5 x ln(vocabulary): far worse than guessing tokens uniformly."""
+        loss = result.metrics.get("eval_loss")
+        result.input_blind_loss = self.input_blind_loss
+        factor = CAUSAL_LM_DIVERGENCE_FACTOR if self.task.spec.kind == "causal_lm" else DIVERGENCE_FACTOR
+        if loss is None:
+            return
+        if not math.isfinite(loss):
+            raise TrialDiverged(f"diverged: eval loss is {loss}", DIVERGED)
+        if loss > factor * result.input_blind_loss:
+            raise TrialDiverged(f"diverged: eval loss {loss:.4g} > {factor:g} x the input-blind predictor's "
+                                f"{result.input_blind_loss:.4g}", DIVERGED)
 
     def _autocast(self, training: TrainingConfig):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=training.bf16)

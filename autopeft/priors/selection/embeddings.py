@@ -21,7 +21,7 @@ import torch
 
 from autopeft.errors import AutopeftError, ModelLoadError
 from autopeft.models import BaseModel, ModelSource, load_tokenizer, resolve_model
-from autopeft.priors.cache import atomic_folder, cached_path
+from autopeft.priors.cache import atomic_folder, cached_path, read_entry
 from autopeft.priors.sensitivity import MODEL_FILES
 
 EMBEDDINGS_VERSION = 1  # part of the cache key: bump when the pooling changes
@@ -137,14 +137,23 @@ def cached_embeddings(model_name_or_base: str | BaseModel, texts: list[str], max
         bf16 = native_bf16(next(encoder.parameters()).device)
     folder = cached_path("embeddings", version=EMBEDDINGS_VERSION, model=encoder_signature(model_name_or_base),
                          texts=texts_digest(texts), max_length=max_length, bf16=bool(bf16))
-    if not folder.is_dir():
-        start = time.perf_counter()
-        vectors = mean_pooled_embeddings(model_name_or_base, texts, max_length=max_length, batch_size=batch_size,
-                                         bf16=bf16)
-        with atomic_folder(folder) as staging:
-            save_file({"embeddings": np.ascontiguousarray(vectors)}, str(staging / EMBEDDINGS_FILE),
-                      metadata={"format": "autopeft-embeddings"})
-            (staging / META_FILE).write_text(json.dumps(
-                {"version": EMBEDDINGS_VERSION, "texts": len(texts), "dim": int(vectors.shape[1]),
-                 "max_length": max_length, "bf16": bool(bf16), "seconds": round(time.perf_counter() - start, 3)}, indent=1))
+
+    def read(entry: Path) -> np.ndarray:
+        vectors = load_file(str(entry / EMBEDDINGS_FILE))["embeddings"]
+        if vectors.ndim != 2 or len(vectors) != len(texts):
+            raise ValueError(f"it holds {vectors.shape} embeddings for {len(texts)} texts")
+        return vectors
+
+    cached = read_entry(folder, read)
+    if cached is not None:
+        return cached
+    start = time.perf_counter()
+    vectors = mean_pooled_embeddings(model_name_or_base, texts, max_length=max_length, batch_size=batch_size,
+                                     bf16=bf16)
+    with atomic_folder(folder) as staging:
+        save_file({"embeddings": np.ascontiguousarray(vectors)}, str(staging / EMBEDDINGS_FILE),
+                  metadata={"format": "autopeft-embeddings"})
+        (staging / META_FILE).write_text(json.dumps(
+            {"version": EMBEDDINGS_VERSION, "texts": len(texts), "dim": int(vectors.shape[1]),
+             "max_length": max_length, "bf16": bool(bf16), "seconds": round(time.perf_counter() - start, 3)}, indent=1))
     return load_file(str(folder / EMBEDDINGS_FILE))["embeddings"]

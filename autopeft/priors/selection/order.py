@@ -15,7 +15,7 @@ import numpy as np
 from autopeft.data import TaskData, format_prompt, load_task
 from autopeft.data.loading import column_values
 from autopeft.errors import AutopeftError
-from autopeft.priors.cache import atomic_folder, cached_path
+from autopeft.priors.cache import atomic_folder, cached_path, read_entry
 from autopeft.priors.selection.base import SelectionInputs, get_strategy
 from autopeft.priors.selection.embeddings import texts_digest
 
@@ -60,12 +60,17 @@ def load_or_compute_order(strategy: str, inputs: SelectionInputs, seed: int, *,
     chosen.check(inputs)
     folder = cached_path("selection", strategy=chosen.name, seed=int(seed), fingerprint=fingerprint,
                          settings=chosen.settings(), version=ORDER_VERSION)
-    if folder.is_dir():
-        order = load_file(str(folder / ORDER_FILE))["order"]
+
+    def read(entry):
+        return load_file(str(entry / ORDER_FILE))["order"], json.loads((entry / META_FILE).read_text())
+
+    cached = read_entry(folder, read)
+    if cached is not None:
+        order, meta = cached
         if len(order) != len(inputs):
             raise AutopeftError(f"the cached '{chosen.name}' ranking has {len(order)} entries but the pool has "
                                 f"{len(inputs)}: the fingerprint does not identify the pool")
-        return order, json.loads((folder / META_FILE).read_text()), True
+        return order, meta, True
     start = time.perf_counter()
     order = chosen.order(inputs, seed)
     meta = {"strategy": chosen.name, "seed": int(seed), "pool_size": len(inputs),
