@@ -40,18 +40,20 @@ def run_cli(*args):
                           timeout=120)
 
 
-def test_usage_errors_are_one_line_with_a_suggestion_and_exit_2():
-    done = run_cli("search", "--trails", "3")
+def test_usage_errors_are_one_line_with_a_suggestion_and_exit_2(capsys):
+    done = run_cli("search", "--trails", "3")  # the installed entry point: exit code, no traceback
     assert done.returncode == 2
     assert "No such option: --trails. Did you mean --trials?" in one_line_error(done.stderr)
-    done = run_cli("trial", "--model", "m", "--dataset", "d", "--epochs", "abc")
-    assert done.returncode == 2 and "Invalid value for '--epochs'" in one_line_error(done.stderr)
-    done = run_cli("trial", "--dataset", "d")
-    assert done.returncode == 2 and "Missing option '--model'" in one_line_error(done.stderr)
-    done = run_cli("trial", "--model", "m", "--dataset", "d", "--lora-r", "0")
-    assert done.returncode == 2 and "'--lora-r'" in one_line_error(done.stderr)
     done = run_cli("--version")
     assert done.returncode == 0 and done.stdout.strip().startswith("autopeft 0.")
+    for args, message in (  # the same main(), in-process
+        (("trial", "--model", "m", "--dataset", "d", "--epochs", "abc"), "Invalid value for '--epochs'"),
+        (("trial", "--dataset", "d"), "Missing option '--model'"),
+        (("trial", "--model", "m", "--dataset", "d", "--lora-r", "0"), "'--lora-r'"),
+        (("no-such-command",), "No such command"),
+    ):
+        assert call(*args) == 2
+        assert message in one_line_error(capsys.readouterr().err)
 
 
 def search_args(inputs, out, *extra):

@@ -149,10 +149,10 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, storage: str 
     results = load_results(run_dir, storage)
     if not results.front:  # before any model loads or anything is written
         raise AutopeftError(f"nothing to export: {nothing_finished(results)}")
-    write_merged = _merged_writer(results) if merged else None
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "export"
     check_output_folder(out, lambda folder: (folder / "pareto.json").is_file(), "export")  # never a user's folder
+    write_merged = _merged_writer(results) if merged else None
 
     def write(staging: Path) -> None:
         summaries = []
