@@ -172,7 +172,7 @@ def search(
         console.print(f"median suggestion {outcome.median_suggest_seconds:.2f} s = {share:.1f}% of the median trial "
                       f"({outcome.median_trial_seconds:.1f} s)")
     console.print(f"run folder: {info.run_dir}  (study '{info.study_name}' in {info.storage}); "
-                  f"next: autopeft export {info.run_dir} / autopeft report {info.run_dir}")
+                  f"next: autopeft export {info.run_dir} / autopeft report {info.run_dir}", soft_wrap=True)
 
 
 def _resume_hint(setup) -> str:
