@@ -69,29 +69,6 @@ def call(*args):
     return 0
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--batch-size", "0"], "setting 'batch-size': Input should be greater than or equal to 1"),
-    (["--lr", "nan"], "setting 'lr': Input should be a finite number"),
-    (["--lr", "-1"], "setting 'lr': Input should be greater than 0"),
-    (["--eval-examples", "0"], "setting 'eval-examples'"),
-    (["--trials", "0"], "setting 'trials'"),
-    (["--max-params", "200%"], "more than the whole model's"),
-    (["--max-params", "1"], "no point of the space fits --max-params 1"),
-    (["--seed", "-1"], "setting 'seed'"),
-    (["--storage", "results.txt"], "neither a URL"),
-    (["--storage", "nosuchdb://x/y"], "cannot use storage"),
-    (["--backend", "ray", "--max-concurrent", "0"], "--max-concurrent must be at least 1"),
-])
-def test_bad_search_settings_fail_before_any_model_load_or_file(inputs, tmp_path, capsys, monkeypatch, extra, message):
-    def no_model(*a, **k):
-        raise AssertionError("the model was loaded before the settings were checked")
-
-    monkeypatch.setattr("autopeft.models.get_base_model", no_model)
-    assert call(*search_args(inputs, tmp_path / "run", "--trials", "1", *extra)) == 2
-    assert message in one_line_error(capsys.readouterr().err)
-    assert not (tmp_path / "run").exists()
-
-
 def _write(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -138,15 +138,31 @@ def test_config_file_with_flags_overriding_it(inputs, tmp_path):
     (["--backend", "slurm"], "setting 'backend': Input should be 'local' or 'ray'"),
     (["--workers-per-trial", "2"], "--workers-per-trial > 1 needs --backend ray"),
     (["--backend", "ray", "--cpus-per-trial", "0"], "--cpus-per-trial must be positive"),
+    (["--backend", "ray", "--max-concurrent", "0"], "--max-concurrent must be at least 1"),
+    (["--batch-size", "0"], "setting 'batch-size': Input should be greater than or equal to 1"),
+    (["--lr", "nan"], "setting 'lr': Input should be a finite number"),
+    (["--lr", "-1"], "setting 'lr': Input should be greater than 0"),
+    (["--eval-examples", "0"], "setting 'eval-examples'"),
+    (["--trials", "0"], "setting 'trials'"),
+    (["--seed", "-1"], "setting 'seed'"),
+    (["--max-params", "200%"], "more than the whole model's"),
+    (["--max-params", "1"], "no point of the space fits --max-params 1"),
+    (["--storage", "results.txt"], "neither a URL"),
+    (["--storage", "nosuchdb://x/y"], "cannot use storage"),
 ])
-def test_bad_search_input_is_a_one_line_error(inputs, tmp_path, capsys, extra, message):
+def test_bad_search_input_is_a_one_line_error(inputs, tmp_path, capsys, monkeypatch, extra, message):
+    """One line, exit 2, before the model's weights load and before anything is written."""
+    from tests.cli_helpers import one_line_error
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the settings were checked")
+
+    monkeypatch.setattr("autopeft.models.get_base_model", no_model)
     with pytest.raises(SystemExit) as exit_info:
         main(search_args(inputs, tmp_path / "run", "--trials", "1", *extra))
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: ") and message in err[-1]
-    assert not (tmp_path / "run" / "study.db").exists() or "sampler" in message
-    assert not (tmp_path / "run" / "run.json").exists()
+    assert message in one_line_error(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("url", ["postgresql://alice:hunter2@127.0.0.1:1/autopeft",
