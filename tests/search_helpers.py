@@ -76,3 +76,19 @@ def lora_builder(model_config, kind, context=None):
         return lambda model: get_peft_model(model, config)
 
     return build
+
+
+def interrupt_on_call(monkeypatch, n: int) -> None:
+    """The search's evaluator raises KeyboardInterrupt (Ctrl-C) on its n-th trial; earlier ones train normally."""
+    from autopeft.search.evaluator import RunnerEvaluator
+
+    real_call = RunnerEvaluator.__call__
+    calls = []
+
+    def interrupting(self, point, *args, **kwargs):
+        calls.append(point)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real_call(self, point, *args, **kwargs)
+
+    monkeypatch.setattr(RunnerEvaluator, "__call__", interrupting)

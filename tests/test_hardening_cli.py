@@ -18,7 +18,7 @@ from autopeft.search import records as R
 from autopeft.search.evaluator import RunnerEvaluator
 from autopeft.search.run import read_run_info
 from tests.cli_helpers import one_line_error
-from tests.search_helpers import LORA_SPACE, lora_builder, write_tiny_model, write_tiny_task
+from tests.search_helpers import LORA_SPACE, interrupt_on_call, lora_builder, write_tiny_model, write_tiny_task
 
 
 @pytest.fixture(scope="module")
@@ -112,16 +112,7 @@ def test_failed_trials_and_bad_points_are_one_line(inputs, tmp_path, capsys):
 
 
 def test_ctrl_c_says_what_was_saved_and_how_to_resume(inputs, tmp_path, capsys, monkeypatch):
-    real_call = RunnerEvaluator.__call__
-    calls = []
-
-    def interrupt_on_third(self, point, *a, **k):
-        calls.append(point)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_call(self, point, *a, **k)
-
-    monkeypatch.setattr(RunnerEvaluator, "__call__", interrupt_on_third)
+    interrupt_on_call(monkeypatch, 3)
     monkeypatch.setattr(sys, "argv", ["autopeft", *search_args(inputs, tmp_path / "run", "--trials", "4")])
     assert call(*sys.argv[1:]) == 130
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the trial lines

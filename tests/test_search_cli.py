@@ -13,7 +13,7 @@ from autopeft.search import records as R
 from autopeft.search.evaluator import RunnerEvaluator
 from autopeft.search.run import read_run_info
 from autopeft.search.samplers import SAMPLERS
-from tests.search_helpers import LORA_SPACE, lora_builder, write_tiny_model, write_tiny_task
+from tests.search_helpers import LORA_SPACE, interrupt_on_call, lora_builder, write_tiny_model, write_tiny_task
 
 
 @pytest.fixture(scope="module")
@@ -90,15 +90,7 @@ def test_an_interrupted_search_resumes_with_the_same_command(inputs, tmp_path, m
     args = search_args(inputs, run, "--trials", "5", "--sampler", "tpe", "--final-seeds", "0",
                        "--storage", str(tmp_path / "journal.log"), "--study-name", "resumable")
     real_call = RunnerEvaluator.__call__
-    calls = []
-
-    def interrupt_on_third(self, point, *a, **k):
-        calls.append(point)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_call(self, point, *a, **k)
-
-    monkeypatch.setattr(RunnerEvaluator, "__call__", interrupt_on_third)
+    interrupt_on_call(monkeypatch, 3)
     try:  # typer turns Ctrl-C into exit code 130 (returned by app() in non-standalone mode)
         main(args)
     except SystemExit as exit_info:
