@@ -8,6 +8,7 @@ on ``model_type``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from autopeft.errors import SpaceError
@@ -75,6 +76,20 @@ class Architecture:
 
     def module_name(self, layer: int, relative: str) -> str:
         return f"{self.layer_prefix}.{layer}.{relative}"
+
+    def module_names(self, layers, relative: str) -> list[str]:
+        """``relative`` inside each of ``layers``, in layer order."""
+        return [self.module_name(layer, relative) for layer in sorted(layers)]
+
+    def role_modules(self, roles) -> list[str]:
+        """Module names (relative to a layer) of the given matrix roles, in table order."""
+        return [name for role in roles for name in self.matrices[role]]
+
+    def layer_regex(self, layers, relative_names) -> str:
+        """A full-match regex over module names for ``relative_names`` inside ``layers``."""
+        layer_part = "|".join(str(layer) for layer in sorted(layers))
+        module_part = "|".join(re.escape(name) for name in relative_names)
+        return rf"(.*\.)?{re.escape(self.layer_prefix)}\.({layer_part})\.({module_part})"
 
 
 BERT = Architecture(

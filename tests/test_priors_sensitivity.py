@@ -20,7 +20,7 @@ from autopeft.priors import (
     load_or_compute_sensitivity,
 )
 from autopeft.priors import sensitivity as sensitivity_module
-from autopeft.space.params import sparse_entries
+from autopeft.tuners.sparse import sparse_entries
 from tests.conftest import tiny_llama_config
 from tests.search_helpers import VOCAB, write_tiny_model, write_tiny_task
 

@@ -24,8 +24,7 @@ from autopeft.data import TaskData, collate, tokenize_task
 from autopeft.errors import AutopeftError
 from autopeft.models import BaseModel
 from autopeft.priors.cache import atomic_folder, cached_path, read_entry
-from autopeft.space.params import sparse_entries
-from autopeft.tuners.sparse import SparseMask
+from autopeft.tuners.sparse import SparseMask, sparse_entries
 
 SENSITIVITY_VERSION = 1  # part of the cache key: bump when the scores' definition changes
 SCORES_FILE = "scores.safetensors"

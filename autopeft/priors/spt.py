@@ -257,7 +257,7 @@ def _trim(matrices, counts, structured, excess: int) -> list[int]:
 
 def _placements(point: PeftPoint, arch) -> set[tuple[int, str, str]]:
     """(layer, role, 'lora'|'sparse') triples a point tunes: what SPT's allocation decides."""
-    from autopeft.space.params import matrices_per_layer
+    from autopeft.modules.lora import matrices_per_layer
 
     triples = set()
     for module in point.modules.values():

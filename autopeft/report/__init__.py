@@ -21,7 +21,7 @@ from autopeft.atomic import check_output_folder, write_dir
 from autopeft.search.pareto import hypervolume
 from autopeft.search.records import TrialRecord, distinct_complete
 from autopeft.search.results import RunResults, load_results
-from autopeft.space.schema import MODULE_TYPES
+from autopeft.modules import MODULE_TYPES
 
 
 def _pyplot():
@@ -58,14 +58,15 @@ def hypervolume_history(records: list[TrialRecord], objectives) -> list[tuple[in
 
 def layer_usage(front: list[TrialRecord], num_layers: int) -> tuple[list[str], np.ndarray]:
     """(module types used, counts[type, layer]) over the front's points."""
-    counts = np.zeros((len(MODULE_TYPES), num_layers))
+    names = list(MODULE_TYPES)
+    counts = np.zeros((len(names), num_layers))
     for record in front:
         for name, module in (record.attrs.get(R.POINT) or {}).get("modules", {}).items():
             for layer in module.get("layers", []):
                 if 0 <= int(layer) < num_layers:
-                    counts[MODULE_TYPES.index(name), int(layer)] += 1
-    used = [i for i in range(len(MODULE_TYPES)) if counts[i].any()]
-    return [MODULE_TYPES[i] for i in used], counts[used]
+                    counts[names.index(name), int(layer)] += 1
+    used = [i for i in range(len(names)) if counts[i].any()]
+    return [names[i] for i in used], counts[used]
 
 
 def _pareto_png(results: RunResults, path: Path) -> None:

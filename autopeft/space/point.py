@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autopeft.modules import get_module_type
+
 
 @dataclass(frozen=True)
 class ModuleChoice:
-    type: str                         # a schema.MODULE_TYPES entry
+    type: str                         # a registered module type (autopeft.modules.MODULE_TYPES)
     sizes: dict[int, float]           # layer -> size (rank / bottleneck / tokens / heads / density; 1 if unsized)
     targets: tuple[str, ...] = ()     # matrix roles, where the module type has them
     options: dict[str, Any] = field(default_factory=dict)  # alpha, scaling, location
@@ -105,6 +107,6 @@ class PeftPoint:
         parts = []
         for name, module in self.modules.items():
             sizes = sorted(set(module.sizes.values()))
-            size = "" if module.type in ("ia3", "bitfit", "ln_tuning") else f" size {'/'.join(f'{s:g}' for s in sizes)}"
+            size = "" if get_module_type(module.type).size is None else f" size {'/'.join(f'{s:g}' for s in sizes)}"
             parts.append(f"{name}{size} on {len(module.layers)} layer(s)")
         return "; ".join(parts)

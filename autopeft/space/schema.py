@@ -11,14 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from autopeft.arch import MATRIX_ROLES
 from autopeft.errors import SpaceError
+from autopeft.modules import MODULE_TYPES
 
-MODULE_TYPES = (
-    "lora", "ia3", "serial_adapter", "parallel_adapter", "prefix", "bitfit", "ln_tuning", "lofit", "sparse",
-)
-SIZED_MODULES = {  # what "size" means per module type
-    "lora": "rank", "serial_adapter": "bottleneck", "parallel_adapter": "bottleneck", "prefix": "virtual tokens",
-    "lofit": "heads (K)", "sparse": "density",
-}
 ADAPTER_LOCATIONS = ("ffn", "attention")
 
 
@@ -63,7 +57,10 @@ class SizeGrid(_Strict):
 
 
 class ModuleSpec(_Strict):
-    targets: Union[list[str], Choice, None] = None   # matrix roles (lora, ia3, sparse, bitfit)
+    """One module type's entry in a space. Which fields apply to which type is the type's to say
+    (:class:`autopeft.modules.ModuleType`); :class:`~autopeft.space.SearchSpace` checks it."""
+
+    targets: Union[list[str], Choice, None] = None   # matrix roles, for types that have them
     size: Union[SizeGrid, float, None] = None        # fixed number, or a grid to search
     scaling: Union[float, Choice, None] = None       # parallel adapter output scaling
     location: Union[str, Choice, None] = None        # adapters: ffn | attention

@@ -19,17 +19,11 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from autopeft.arch import Architecture, Dimensions, architecture_for
 from autopeft.errors import SpaceError
+from autopeft.modules import ModuleType, get_module_type
 from autopeft.space.point import ModuleChoice, PeftPoint
-from autopeft.space.schema import SIZED_MODULES, Choice, ModuleSpec, Range, SizeGrid, SpaceSpec, read_space_file
+from autopeft.space.schema import Choice, ModuleSpec, Range, SizeGrid, SpaceSpec, read_space_file
 
-DEFAULT_TARGETS = {
-    "lora": ["query", "value"],
-    "ia3": ["key", "value", "ffn_out"],
-    "sparse": ["query", "key", "value", "attention_output", "ffn_in", "ffn_out"],
-    "bitfit": ["query", "key", "value", "attention_output", "ffn_in", "ffn_out"],
-}
-DEFAULT_LORA_ALPHA = 2.0  # lora_alpha = 2 * rank unless the space says otherwise
-DEFAULT_PARALLEL_SCALING = 4.0
+OPTION_FIELDS = ("scaling", "location", "alpha")   # ModuleSpec fields that are a module type's options
 
 
 @dataclass(frozen=True)
@@ -93,7 +87,7 @@ class SearchSpace:
             factor = self.dims.hidden / size.scale_to_hidden
             scaled = [0 if v == 0 else max(1, round(v * factor)) for v in values]
             values = list(dict.fromkeys(scaled))  # rescaling can merge small sizes
-        if module != "sparse":
+        if get_module_type(module).integer_sizes:
             if any(v != int(v) for v in values):
                 raise self._error(f"modules.{module}.size.grid", "sizes must be whole numbers")
             values = [int(v) for v in values]
@@ -101,22 +95,26 @@ class SearchSpace:
         return values
 
     def _check_fits(self, module: str, largest: float) -> None:
-        d = self.dims
-        limits = {
-            "lora": min(d.hidden, d.num_kv_heads * d.head_dim),
-            "serial_adapter": d.hidden,
-            "parallel_adapter": d.hidden,
-            "prefix": 4096,
-            "lofit": d.num_heads * len(self.layers),
-            "sparse": 1.0,
-        }
-        if module in limits and largest > limits[module]:
-            raise self._error(
-                f"modules.{module}.size",
-                f"{SIZED_MODULES[module]} {largest} does not fit the model (at most {limits[module]})",
-            )
-        if module == "bitfit" and not self.arch.linear_has_bias:
-            raise self._error("modules.bitfit", f"model family '{self.arch.family}' has no bias vectors to tune")
+        kind = get_module_type(module)
+        limit = kind.max_size(self.dims, len(self.layers))
+        if limit is not None and largest > limit:
+            raise self._error(f"modules.{module}.size", f"{kind.size} {largest} does not fit the model (at most {limit})")
+
+    def _check_applies(self, module: str, kind: ModuleType, spec: ModuleSpec) -> None:
+        """The spec's fields are ones this module type has (a field it lacks would be silently ignored)."""
+        if kind.size is None and spec.size is not None:
+            raise self._error(f"modules.{module}.size", f"'{module}' has no size")
+        if kind.size is not None and spec.size is None:
+            raise self._error(f"modules.{module}.size", f"'{module}' needs a size ({kind.size})")
+        if kind.targets is None and spec.targets is not None:
+            raise self._error(f"modules.{module}.targets", f"'{module}' has no target matrices")
+        for option in OPTION_FIELDS:
+            if getattr(spec, option) is not None and option not in kind.options:
+                has = ", ".join(kind.options) or "none"
+                raise self._error(f"modules.{module}.{option}", f"'{module}' has no option '{option}' (its options: {has})")
+        problem = kind.unsupported(self.arch)
+        if problem:
+            raise self._error(f"modules.{module}", problem)
 
     # ----------------------------------------------------------- dimensions
     def _add(self, name, distribution, parent=None, parent_values=()):
@@ -146,14 +144,9 @@ class SearchSpace:
             self._add(f"{module}.on", IntDistribution(0, 1))
             parent, parent_values = f"{module}.on", (1,)
         size = spec.size
-        if module in SIZED_MODULES and size is None:
-            raise self._error(f"modules.{module}.size", f"'{module}' needs a size ({SIZED_MODULES[module]})")
-        if module not in SIZED_MODULES and size is not None:
-            raise self._error(f"modules.{module}.size", f"'{module}' has no size")
-        if isinstance(size, (int, float)) and size is not None:
+        self._check_applies(module, get_module_type(module), spec)
+        if isinstance(size, (int, float)):
             self._check_fits(module, size)
-        if module == "bitfit":
-            self._check_fits(module, 0)
         per_layer = isinstance(size, SizeGrid) and size.tie == "per_layer"
         if isinstance(size, SizeGrid):
             grid = self._grid(module, size)
@@ -284,16 +277,14 @@ class SearchSpace:
         sizes = {layer: value for layer, value in sizes.items() if value}
         if not sizes:
             return None
-        targets = self._option(module, "targets", spec.targets, params, DEFAULT_TARGETS.get(module))
+        kind = get_module_type(module)
+        targets = self._option(module, "targets", spec.targets, params, kind.targets)
         if isinstance(targets, str):
             targets = targets.split("+")
         options = {}
-        if module == "lora":
-            options["alpha"] = float(self._option(module, "alpha", spec.alpha, params, DEFAULT_LORA_ALPHA))
-        if module in ("serial_adapter", "parallel_adapter"):
-            options["location"] = self._option(module, "location", spec.location, params, "ffn")
-        if module == "parallel_adapter":
-            options["scaling"] = float(self._option(module, "scaling", spec.scaling, params, DEFAULT_PARALLEL_SCALING))
+        for option, default in kind.options.items():
+            value = self._option(module, option, getattr(spec, option), params, default)
+            options[option] = float(value) if isinstance(default, float) else value
         return ModuleChoice(module, sizes, tuple(targets) if targets else (), options)
 
     # ------------------------------------------------------------ summary

@@ -8,7 +8,7 @@ from peft.config import PeftConfig
 from autopeft.errors import AutopeftError
 from autopeft.tuners._registry import add_peft_type
 
-BITFIT = add_peft_type("bitfit")
+PEFT_TYPE = add_peft_type("bitfit")
 
 
 @dataclass
@@ -55,7 +55,7 @@ class BitFitConfig(PeftConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.peft_type = BITFIT
+        self.peft_type = PEFT_TYPE
         if isinstance(self.target_modules, list):
             self.target_modules = set(self.target_modules)
         if isinstance(self.exclude_modules, list):

@@ -9,7 +9,7 @@ from transformers.activations import ACT2FN
 from autopeft.errors import AutopeftError
 from autopeft.tuners._registry import add_peft_type
 
-BOTTLENECK = add_peft_type("bottleneck")
+PEFT_TYPE = add_peft_type("bottleneck")
 
 PLACEMENTS = ("serial", "parallel")
 # Houlsby/Pfeiffer serial adapters add their output unscaled; He et al. (2022) found s=4 best for parallel ones.
@@ -85,7 +85,7 @@ class BottleneckConfig(PeftConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.peft_type = BOTTLENECK
+        self.peft_type = PEFT_TYPE
         if isinstance(self.target_modules, list):
             self.target_modules = set(self.target_modules)
         if isinstance(self.exclude_modules, list):

@@ -32,8 +32,8 @@ class BottleneckModel(BaseTuner):
     prefix: str = "bottleneck_"
     tuner_layer_cls = BottleneckLayer
     target_module_mapping: dict[str, list[str]] = {}
-    # In a composite sharing a module with other methods, the adapter sits outside BitFit (0) and LoRA/IA3 (1): it
-    # reads and adds to the module's finished output.
+    # In a composite sharing a module with other methods, the adapter sits outside every other method (BitFit 0,
+    # sparse 1, LoRA 2, IA3 3, LoFiT 4): it reads and adds to the module's finished output.
     composite_nesting_rank = 5
     # A serial and a parallel component may target the same module: one BottleneckLayer holds both.
     composite_shares_layers = True

@@ -9,7 +9,7 @@ from peft.config import PeftConfig
 from autopeft.errors import AutopeftError
 from autopeft.tuners._registry import add_peft_type
 
-AUTOPEFT = add_peft_type("autopeft")
+PEFT_TYPE = add_peft_type("autopeft")
 
 # Component settings that act outside the component's own layers, where the composite cannot keep them consistent.
 _FORBIDDEN_COMPONENT_SETTINGS = {
@@ -45,7 +45,7 @@ def _check_component(index: int, component: PeftConfig) -> None:
             f"{name}: prompt-learning methods run outside the model's modules and cannot be composite components "
             "(autopeft's own 'prefix' tuner can)"
         )
-    if component.peft_type == AUTOPEFT:
+    if component.peft_type == PEFT_TYPE:
         raise AutopeftError(f"{name}: composites do not nest; list its components directly")
     tuner_cls = PEFT_TYPE_TO_TUNER_MAPPING.get(component.peft_type)
     if tuner_cls is None or tuner_cls.uses_shared_state:
@@ -88,7 +88,7 @@ class CompositeConfig(PeftConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.peft_type = AUTOPEFT
+        self.peft_type = PEFT_TYPE
         self.components = [_component_config(component) for component in self.components]
         if not self.components:
             raise AutopeftError("a composite config needs at least one component")

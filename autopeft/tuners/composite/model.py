@@ -133,11 +133,10 @@ class CompositeModel(BaseTuner):
     adapter name. Saving and loading need nothing method-specific: PEFT selects adapter weights structurally (every
     parameter of every tuner layer except the wrapped ``base_layer``), whichever method the layer belongs to.
 
-    Components may share a module when the nesting of their layers is well defined, innermost first: BitFit (rank 0,
-    the delta belongs to the module's bias), LoRA/IA3 (rank 1, weight reparametrisation or activation scaling),
-    bottleneck adapters (rank 2, they read and add to the finished output). Equal ranks (LoRA and IA3 on one Linear)
-    are refused as arbitrary, except for a method whose layer holds several components (a serial and a parallel
-    bottleneck adapter). Methods without a rank (LN tuning, PEFT's other methods, tuners without
+    Components may share a module when the nesting of their layers is well defined, innermost first, by the ranks of
+    ``PEFT_NESTING_RANKS``' comment: BitFit (0), sparse (1), LoRA (2), IA3 (3), LoFiT (4), bottleneck adapters (5).
+    Equal ranks (two components of one method on a module) are refused as arbitrary, except for a method whose layer
+    holds several components (a serial and a parallel bottleneck adapter). Methods without a rank (LN tuning, PEFT's other methods, tuners without
     ``composite_nesting_rank``) must have their modules to themselves, and LN tuning must not wrap a module that
     contains another component's target. Merging applies the innermost layer first, as the forward pass does.
 

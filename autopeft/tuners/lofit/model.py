@@ -40,8 +40,8 @@ class LofitModel(BaseTuner):
     prefix: str = "lofit_"
     tuner_layer_cls = LofitLayer
     target_module_mapping = LOFIT_TARGET_MODULES
-    # Composite tuner: LoFiT edits the projection's input, so weight-level layers (LoRA, IA3, sparse: rank 1)
-    # sit inside it and see the edited heads.
+    # Composite tuner: LoFiT edits the projection's input, so the weight- and activation-level layers (BitFit 0,
+    # sparse 1, LoRA 2, IA3 3) sit inside it and see the edited heads; bottleneck adapters (5) sit outside.
     composite_nesting_rank = 4
 
     def _prepare_adapter_config(self, peft_config: LofitConfig, model_config: dict) -> LofitConfig:

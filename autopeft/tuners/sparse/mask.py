@@ -75,11 +75,17 @@ def _fullmatch(pattern: str, name: str) -> bool:
         return False
 
 
+def sparse_entries(density: float, rows: int, cols: int) -> int:
+    """Entries a mask of ``density`` keeps in a ``rows x cols`` matrix: ``round(density * rows * cols)``, at least 1
+    (what random masks, sensitivity masks and the search's parameter counts all use)."""
+    return max(1, round(density * rows * cols))
+
+
 def random_indices(numel: int, density: float, seed: int, module_name: str) -> torch.Tensor:
-    """``round(density * numel)`` (at least 1) distinct sorted flat indices, reproducible per (seed, module name)."""
+    """:func:`sparse_entries` distinct sorted flat indices, reproducible per (seed, module name)."""
     if not 0 < density <= 1:
         raise AutopeftError(f"density must be in (0, 1], got {density}")
-    count = max(1, round(density * numel))
+    count = sparse_entries(density, numel, 1)
     # crc32 rather than hash(): stable across processes, so the same seed always gives the same mask
     generator = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{module_name}".encode()))
     return torch.randperm(numel, generator=generator)[:count].sort().values

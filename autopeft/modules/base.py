@@ -1,0 +1,118 @@
+"""The one interface every searchable PEFT module type implements, and the module-type registry.
+
+A module type says everything the search needs of it, in one file (``autopeft/modules/<type>.py``):
+
+- what its ``size`` means and how large it may be on a model (:attr:`ModuleType.size`, :meth:`~ModuleType.max_size`);
+- its options with their defaults (:attr:`~ModuleType.options`) and default matrix roles (:attr:`~ModuleType.targets`),
+  from which :class:`autopeft.space.SearchSpace` makes its search dimensions;
+- its exact trainable-parameter count from the model config alone (:meth:`~ModuleType.count_params`);
+- how a decoded choice builds into PEFT config(s) — PEFT's own or one of :mod:`autopeft.tuners` (:meth:`~ModuleType.build`);
+- its learning-rate prior (:attr:`~ModuleType.learning_rate`).
+
+A new module type is one new file with a ``@register``-ed subclass (plus its tuner folder if PEFT lacks the
+method), imported in ``autopeft/modules/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from autopeft.arch import Architecture, Dimensions
+from autopeft.errors import SpaceError
+
+if TYPE_CHECKING:
+    from peft import PeftConfig
+
+    from autopeft.space.point import ModuleChoice   # the space imports this package, not the other way round
+    from autopeft.tuners.lofit.ranking import HeadRanking
+
+Shapes = dict[str, tuple[tuple[int, int], ...]]
+"""matrix role -> ((out_features, in_features), ...), as :meth:`Architecture.matrix_shapes` gives."""
+
+
+@dataclass(frozen=True)
+class LearningRate:
+    """A module type's learning-rate prior: a default and a range worth searching, and where they come from."""
+
+    default: float
+    low: float
+    high: float
+    source: str
+
+    def __post_init__(self):
+        if not 0 < self.low <= self.default <= self.high:
+            raise ValueError(f"learning-rate prior needs 0 < low <= default <= high, got {self}")
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """Priors some module types need; computed once per (model, task) and reused for every point."""
+
+    head_ranking: HeadRanking | None = None   # LoFiT: which heads matter (``autopeft select-heads``)
+    sensitivity: Any = None                   # SPT: an autopeft.priors.SensitivityMap; sparse masks take its top entries
+    sparse_seed: int = 0                      # sparse tuning: seed of the random mask when there is no sensitivity
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a module is built: the architecture table, the model's sizes and the PEFT task type."""
+
+    arch: Architecture
+    dims: Dimensions
+    task_type: str        # PEFT task type, "SEQ_CLS" or "CAUSAL_LM"
+
+
+class ModuleType(ABC):
+    """A searchable PEFT module type (LoRA, a bottleneck adapter, prefix tuning, ...)."""
+
+    name: ClassVar[str] = ""
+    size: ClassVar[str | None] = None
+    """What a size means ("rank", "bottleneck", ...); None for an unsized module (one unit per layer)."""
+    integer_sizes: ClassVar[bool] = True
+    targets: ClassVar[tuple[str, ...] | None] = None
+    """Default matrix roles; None when the module type does not act on chosen matrices."""
+    options: ClassVar[dict[str, Any]] = {}
+    """Option name -> default, for the options a space may fix or search (``alpha``, ``location``, ``scaling``)."""
+    learning_rate: ClassVar[LearningRate]
+
+    def max_size(self, dims: Dimensions, num_layers: int) -> float | None:
+        """The largest size that fits the model (``num_layers``: layers the space places modules on); None: no limit."""
+        return None
+
+    def unsupported(self, arch: Architecture) -> str | None:
+        """Why this module type cannot be used on ``arch``, or None."""
+        return None
+
+    @abstractmethod
+    def count_params(self, module: ModuleChoice, arch: Architecture, dims: Dimensions, shapes: Shapes) -> int:
+        """Exact trainable parameters of ``module`` (no model is built)."""
+
+    @abstractmethod
+    def build(self, module: ModuleChoice, target: Target, context: BuildContext) -> list[PeftConfig]:
+        """The PEFT config(s) of ``module`` (several when one tuner config cannot hold per-layer sizes)."""
+
+
+MODULE_TYPES: dict[str, ModuleType] = {}
+"""Registered module types by name, in registration order (the order reports and error messages list them)."""
+
+
+def register(cls: type[ModuleType]) -> type[ModuleType]:
+    """Class decorator: make a module type available to spaces, parameter counts and builders by its ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    MODULE_TYPES[cls.name] = cls()
+    return cls
+
+
+def get_module_type(name: str) -> ModuleType:
+    if name not in MODULE_TYPES:
+        raise SpaceError(f"unknown module type '{name}' (known: {', '.join(MODULE_TYPES)})")
+    return MODULE_TYPES[name]
+
+
+def most_common(sizes: dict[int, float]) -> float:
+    """The size most layers have: a config's default size, the other layers' sizes going into its per-layer pattern."""
+    values = list(sizes.values())
+    return max(set(values), key=values.count)

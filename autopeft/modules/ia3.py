@@ -1,0 +1,30 @@
+"""IA3 (Liu et al., 2022): learned vectors that rescale chosen activations, as PEFT's own ``IA3Config``."""
+
+from __future__ import annotations
+
+from peft import IA3Config
+
+from autopeft.modules.base import LearningRate, ModuleType, register
+
+
+@register
+class IA3(ModuleType):
+    name = "ia3"
+    targets = ("key", "value", "ffn_out")
+    learning_rate = LearningRate(3e-3, 1e-3, 1e-2, source="Liu et al. 2022 (T-Few: 3e-3)")
+
+    def count_params(self, module, arch, dims, shapes):
+        # PEFT's IA3 scales a feed-forward module's input, any other module's output
+        per_layer = sum(fan_in if role == "ffn_out" else fan_out
+                        for role in module.targets for fan_out, fan_in in shapes[role])
+        return per_layer * len(module.sizes)
+
+    def build(self, module, target, context):
+        arch = target.arch
+        names = arch.role_modules(module.targets)
+        feedforward = arch.role_modules([t for t in module.targets if t == "ffn_out"])
+        return [IA3Config(
+            target_modules=arch.layer_regex(module.layers, names),
+            feedforward_modules=arch.layer_regex(module.layers, feedforward) if feedforward else [],
+            task_type=target.task_type,
+        )]

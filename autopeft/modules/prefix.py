@@ -1,0 +1,35 @@
+"""Prefix tuning (Li & Liang, 2021): learned key/value vectors prepended in each chosen layer's attention.
+
+autopeft's ``prefix`` tuner (:mod:`autopeft.tuners.prefix`) works on encoders and per layer; a decoder point that is
+prefix-only on every layer with one length becomes PEFT's own ``PrefixTuningConfig`` (see :mod:`autopeft.builders`).
+"""
+
+from __future__ import annotations
+
+from autopeft.modules.base import LearningRate, ModuleType, register
+from autopeft.tuners.prefix import PrefixConfig
+
+MAX_VIRTUAL_TOKENS = 4096
+
+
+@register
+class Prefix(ModuleType):
+    name = "prefix"
+    size = "virtual tokens"
+    learning_rate = LearningRate(5e-3, 1e-3, 3e-2, source="Liu et al. 2022 (P-Tuning v2, no reparametrisation: "
+                                                          "5e-3 to 1e-2)")
+
+    def max_size(self, dims, num_layers):
+        return MAX_VIRTUAL_TOKENS
+
+    def count_params(self, module, arch, dims, shapes):
+        return sum(2 * int(n) * dims.num_kv_heads * dims.head_dim for n in module.sizes.values())
+
+    def build(self, module, target, context):
+        """One prefix config per distinct length (a per-layer length is several same-length groups)."""
+        groups: dict[int, list[int]] = {}
+        for layer, length in module.sizes.items():
+            groups.setdefault(int(length), []).append(layer)
+        return [PrefixConfig(num_virtual_tokens=length, target_modules=target.arch.module_names(layers, target.arch.attention),
+                             task_type=target.task_type)
+                for length, layers in sorted(groups.items())]
