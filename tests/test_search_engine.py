@@ -11,9 +11,9 @@ import pytest
 from autopeft.errors import AutopeftError
 from autopeft.search import SearchEngine, SearchPlan, open_storage, parse_objectives
 from autopeft.search import records as R
-from autopeft.search.lease import LEASE
 from autopeft.search.engine import point_key
 from autopeft.search.initial_design import BASELINES, baseline_params, quasi_random_params
+from autopeft.search.lease import LEASE
 from autopeft.search.pareto import hypervolume, hypervolume_contributions, nondominated_ranks, promotion_order
 from autopeft.space import SearchSpace, count_trainable_params, parse_space
 from autopeft.trial.fidelity import Fidelity
@@ -304,12 +304,17 @@ def test_a_live_peer_trial_is_left_alone_and_its_point_not_trained_twice(tmp_pat
 
 def test_settings_merge_file_and_flags_and_read_compact_forms(tmp_path):
     from autopeft.search.settings import (
-        fidelity_rungs, merge_settings, parse_duration, parse_max_params, read_run_config)
+        fidelity_rungs,
+        merge_settings,
+        parse_duration,
+        parse_max_params,
+        read_run_config,
+    )
 
     path = tmp_path / "run.yaml"
     path.write_text("model: m\ndataset: d\nspace: s.yaml\ntime-budget: 1h30m\nfidelity: 0.25,0.5,1\ntrials: 7\n")
     settings = merge_settings(read_run_config(path), {"trials": 3, "sampler": None})
-    assert settings.trials == 3 and settings.time_budget_seconds == 5400 and settings.fidelity == [0.25, 0.5, 1.0]
+    assert settings.trials == 3 and settings.time_budget_seconds == 5400 and settings.fidelity.rungs == [0.25, 0.5, 1.0]
     with pytest.raises(AutopeftError, match="setting 'unknown-key'"):
         merge_settings({"model": "m", "dataset": "d", "space": "s", "unknown_key": 1}, {})
     with pytest.raises(AutopeftError, match="--space is required"):

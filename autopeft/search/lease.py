@@ -25,7 +25,8 @@ from typing import Any
 
 import psutil
 
-LEASE = "lease"
+from autopeft.search.records import LEASE
+
 LEASE_SECONDS = float(os.environ.get("AUTOPEFT_LEASE_SECONDS", 120))   # a lease not renewed this long expired
 RENEW_SECONDS = LEASE_SECONDS / 4
 UNLEASED_GRACE_SECONDS = 60.0  # a RUNNING trial without a lease: just asked by a peer, or left by an old version

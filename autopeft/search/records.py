@@ -3,7 +3,9 @@
 Studies of a run: ``NAME`` (rung 0, where the sampler proposes), ``NAME/rung-K`` (configurations
 promoted to fidelity rung K) and ``NAME/final`` (the Pareto front re-trained at full fidelity
 with several seeds). Everything a trial knows beyond Optuna's params and values lives in its
-user attributes, under the keys below, so optuna-dashboard shows it too.
+user attributes, under the keys below (their one home), so optuna-dashboard shows it too. The
+search writes them through :class:`autopeft.search.store.StudyStore` only; export and report read
+them back here.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ ORIGIN, SUGGEST_SECONDS, STATUS, REASON, RESULT = "origin", "suggest_seconds", "
 DUPLICATE_OF, TRAINED, VALUES_STD, SEEDS, ADAPTER_DIR = "duplicate_of", "trained", "values_std", "seeds", "adapter_dir"
 TEST_METRICS, TEST_METRICS_STD = "test_metrics", "test_metrics_std"
 SEED_PREFIX = "seed_"   # final trials: "seed_<n>" = {"seed", "result", "adapter"}, stored as each seed finishes
+LEASE = "lease"         # the process that runs a RUNNING trial (autopeft.search.lease)
+INTERRUPTED = "interrupted"    # the STATUS of a trial whose process stopped or died while it trained
+RETRY_PREFIX = "retry of "     # the ORIGIN of an interrupted trial's point queued again: "retry of #<number>"
+SAMPLER_PREFIX = "sampler:"    # the ORIGIN of a point the sampler proposed: "sampler:<name>"
 # study user-attribute keys
 SETTINGS_ATTR, INITIAL_DESIGN_ATTR = "autopeft_settings", "initial_design_done"
 
@@ -129,3 +135,10 @@ def top_stage_with_results(stages: dict[str, list[TrialRecord]]) -> str | None:
         if distinct_complete(stages[f"rung-{rung}"]):
             return f"rung-{rung}"
     return None
+
+
+def search_front(stages: dict[str, list[TrialRecord]],
+                 objectives: list[Objective]) -> tuple[str | None, list[TrialRecord]]:
+    """The highest fidelity rung with results and its Pareto front (what the final stage re-trains)."""
+    stage = top_stage_with_results(stages)
+    return stage, (pareto_records(stages[stage], objectives) if stage else [])

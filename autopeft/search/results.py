@@ -35,8 +35,7 @@ def load_results(run_dir: str | Path, storage: str | None = None) -> RunResults:
         from autopeft.errors import AutopeftError
 
         raise AutopeftError(f"study '{info.study_name}' has no trials in this storage")
-    search_stage = R.top_stage_with_results(stages)
-    search_front = R.pareto_records(stages[search_stage], info.objectives) if search_stage else []
+    search_stage, search_front = R.search_front(stages, info.objectives)
     keys = {r.key for r in search_front}
     final = [r for r in stages.get("final", []) if r.key in keys]
     final_front = R.pareto_records(final, info.objectives)

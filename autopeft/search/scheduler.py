@@ -1,0 +1,110 @@
+"""MO-ASHA over fidelity rungs and when a search stops: decisions over trial records, no storage.
+
+As in Ray Tune and Syne Tune, the scheduler only decides; the engine (:mod:`autopeft.search.engine`)
+asks it and carries the answers out on the study store (:mod:`autopeft.search.store`). So every
+rule here can be checked with a few hand-made :class:`TrialRecord` s.
+
+Promotion (asynchronous successive halving, multi-objective): once a rung holds ``k`` distinct
+results, its top ``k // eta`` by non-dominated rank, ties by larger hypervolume contribution
+(:func:`~autopeft.search.pareto.promotion_order`), go up one rung, each once; the highest rung is
+served first. New configurations start at rung 0 until the trial budget is filled, the space is
+exhausted or the sampler keeps proposing points that cannot be trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from autopeft.search.objectives import Objective
+from autopeft.search.pareto import promotion_order
+from autopeft.search.records import TrialRecord, distinct_complete
+
+STUCK_AFTER = 5   # consecutive rejected/duplicate suggestions before a random feasible point is queued
+
+TIME_BUDGET_REACHED = "time budget reached"
+TRIAL_BUDGET_REACHED = "trial budget reached"
+SPACE_EXHAUSTED = "every point of the space has been evaluated"
+NO_RANDOM_POINT = "no new point within --max-params found by random sampling"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """A configuration finished at ``rung - 1`` that trains next at ``rung``."""
+
+    rung: int
+    record: TrialRecord
+
+    @property
+    def origin(self) -> str:
+        return f"promoted from {self.record.label}"
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why no new configuration starts."""
+
+    reason: str
+    after_running: bool = False   # wait for the running trials first: one of them may still earn a promotion
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """A search's promotion and stop rules (its plan's rungs, eta, trial and time budgets)."""
+
+    objectives: list[Objective]
+    rungs: int                          # number of fidelity rungs
+    eta: int
+    trials: int | None                  # new configurations (rung 0) to train
+    time_budget: float | None           # seconds before no new trial starts
+    max_idle_suggestions: int           # consecutive rejected/duplicate suggestions before giving up
+
+    def time_is_up(self, elapsed: float) -> bool:
+        return self.time_budget is not None and elapsed >= self.time_budget
+
+    def next_promotion(self, finished: Mapping[int, Iterable[TrialRecord]],
+                       promoted: Callable[[int], Collection[str]]) -> Promotion | None:
+        """The next configuration MO-ASHA promotes, or None.
+
+        ``finished[rung]``: the rung's trained records; ``promoted(rung)``: point keys already at ``rung``
+        (asked only for a rung with a non-empty quota below it)."""
+        for rung in range(self.rungs - 2, -1, -1):
+            done = distinct_complete(list(finished[rung]))
+            quota = len(done) // self.eta
+            if quota == 0:
+                continue
+            already = promoted(rung + 1)
+            order = promotion_order(np.array([r.losses(self.objectives) for r in done]))
+            for index in order[:quota]:
+                if done[index].key not in already:
+                    return Promotion(rung + 1, done[index])
+        return None
+
+    def budget_filled(self, started: Callable[[], int]) -> bool:
+        """Whether the ``started()`` new configurations (trained or running, by any worker) fill the trial
+        budget; ``started`` is not called without one."""
+        return self.trials is not None and started() >= self.trials
+
+    def stop_new_configurations(self, started: Callable[[], int], evaluated: Callable[[], int],
+                                cardinality: float, idle: int) -> Stop | None:
+        """Why no new configuration starts at rung 0, or None.
+
+        ``started()``: new configurations trained or running (here and at live peers); ``evaluated()``: distinct
+        points with a result at rung 0 plus those running here. Each is called only when needed, in this order
+        (counting the peers' trials brings in their results)."""
+        if self.budget_filled(started):
+            return Stop(TRIAL_BUDGET_REACHED, after_running=True)
+        if evaluated() >= cardinality:
+            return Stop(SPACE_EXHAUSTED, after_running=True)
+        if idle >= self.max_idle_suggestions:
+            return Stop(f"the sampler proposed {idle} points in a row that were over --max-params, "
+                        "empty or already evaluated")
+        return None
+
+    @staticmethod
+    def wants_random_point(idle: int) -> bool:
+        """Samplers that learn nothing from rejected points can repeat them: every ``STUCK_AFTER`` in a row,
+        a fresh feasible point is queued."""
+        return idle > 0 and idle % STUCK_AFTER == 0
