@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autopeft._imports import optional_dependency
 from autopeft.data import TaskData, collate, length_grouped_batches, tokenize_task
 from autopeft.errors import AutopeftError
 from autopeft.models import BaseModel
 from autopeft.priors.cache import atomic_folder, cached_path, read_entry
 from autopeft.priors.sensitivity import model_signature
+from autopeft.trial.loop import NonFiniteLoss, Shard, TrainingConfig, train
 from autopeft.tuners.lofit import HeadRanking, LofitConfig, head_norms, lofit_l1_penalty
 
 HEADS_VERSION = 1  # part of the cache key: bump when the training recipe changes
@@ -116,32 +118,25 @@ def select_heads(
     model.to(device).train()
     initial_norms = head_norms(model)
 
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
-    batches_per_epoch = len(length_grouped_batches(split.lengths[subset], batch_size, seed=seed))
-    total_steps = epochs * batches_per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / total_steps)
     pad_id = base.tokenizer.pad_token_id
+    task_losses, penalties = [], []
 
-    torch.manual_seed(seed)  # dropout
-    step = 0
-    for epoch in range(epochs):
-        task_loss_sum = penalty_sum = 0.0
-        for rows in length_grouped_batches(split.lengths[subset], batch_size, seed=seed + epoch):
-            batch = {key: value.to(device) for key, value in collate(split, subset[rows], pad_id).items()}
-            task_loss = model(**batch).loss
-            penalty = lofit_l1_penalty(model)
-            loss = task_loss + l1 * penalty
-            if not torch.isfinite(loss):
-                raise AutopeftError(f"head selection diverged: loss {loss.item()} at step {step + 1} (lower --lr?)")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, MAX_GRAD_NORM)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            task_loss_sum += task_loss.item()
-            penalty_sum += penalty.item()
-            step += 1
+    def penalised_loss(forward, shard: Shard) -> torch.Tensor:
+        batch = {key: value.to(device) for key, value in collate(split, subset[shard.rows], pad_id).items()}
+        task_loss = forward(**batch).loss
+        penalty = lofit_l1_penalty(model)
+        task_losses.append(task_loss.item())
+        penalties.append(penalty.item())
+        return task_loss + l1 * penalty
+
+    batches_per_epoch = len(length_grouped_batches(split.lengths[subset], batch_size, seed=seed))
+    training = TrainingConfig(learning_rate=lr, weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=MAX_GRAD_NORM)
+    try:
+        run = train(model, penalised_loss, split.lengths[subset], training=training, batch_size=batch_size,
+                    total_steps=epochs * batches_per_epoch, seed=seed, device=device)
+    except NonFiniteLoss as exc:
+        raise AutopeftError(f"head selection diverged: loss {exc.loss} at step {exc.step} (lower --lr?)") from None
+    task_loss_sum, penalty_sum = sum(task_losses[-batches_per_epoch:]), sum(penalties[-batches_per_epoch:])
 
     norms = head_norms(model)
     meta = {
@@ -156,7 +151,7 @@ def select_heads(
         "batch_size": batch_size,
         "max_length": max_length,
         "seed": seed,
-        "steps": step,
+        "steps": run.steps,
         "trained_task_head": head_parameters,
         # means over the last epoch's batches
         "final_task_loss": task_loss_sum / batches_per_epoch,
@@ -211,10 +206,8 @@ def _read_ranking(folder: Path) -> tuple[HeadRanking, dict]:
 
 def heads_plot(ranking: HeadRanking, path: str | Path, *, mark_top: int = 0, title: str | None = None) -> None:
     """A PNG heatmap of the scores (``||A||``), layers as rows, heads as columns; the ``mark_top`` best get a dot."""
-    try:
+    with optional_dependency("matplotlib", "the head heatmap"):
         from matplotlib.figure import Figure
-    except ImportError:
-        raise AutopeftError("the head heatmap needs matplotlib: pip install 'autopeft[report]'") from None
     grid = np.array(ranking.scores)
     figure = Figure(figsize=(2.5 + 0.45 * ranking.num_heads, 1.5 + 0.35 * ranking.num_layers))
     axes = figure.add_subplot()

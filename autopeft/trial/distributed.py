@@ -8,7 +8,6 @@ contiguous shard of each global batch, so the optimisation is the one-process on
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
 import os
@@ -18,9 +17,8 @@ from pathlib import Path
 
 import torch
 
+from autopeft._imports import optional_dependency, require_installed
 from autopeft.errors import AutopeftError
-
-INSTALL_HINT = "--deepspeed needs DeepSpeed: pip install 'autopeft[deepspeed]'"
 
 PRESETS: dict[str, dict] = {
     "zero2": {"zero_optimization": {"stage": 2}},
@@ -71,8 +69,7 @@ def resolve_deepspeed_config(spec: str) -> dict:
         config = copy.deepcopy(PRESETS[spec])
     else:
         config = _read_config_file(spec)
-    if importlib.util.find_spec("deepspeed") is None:
-        raise AutopeftError(INSTALL_HINT)
+    require_installed("deepspeed", "--deepspeed")
     return config
 
 
@@ -137,10 +134,8 @@ def _without_auto(config: dict) -> dict:
 
 # ------------------------------------------------------------------ DeepSpeed runtime
 def import_deepspeed():
-    try:
+    with optional_dependency("deepspeed", "--deepspeed"):
         import deepspeed
-    except ImportError as exc:
-        raise AutopeftError(INSTALL_HINT) from exc
     return deepspeed
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from autopeft.errors import AutopeftError
+
 
 @dataclass(frozen=True)
 class Fidelity:
@@ -20,23 +22,23 @@ class Fidelity:
 
     def __post_init__(self):
         if self.train_examples is not None and not (math.isfinite(self.train_examples) and self.train_examples > 0):
-            raise ValueError("--train-examples must be positive (a count, or a fraction <= 1)")
+            raise AutopeftError("--train-examples must be positive (a count, or a fraction <= 1)")
         if self.train_examples is not None and self.train_examples > 1 and self.train_examples != int(self.train_examples):
-            raise ValueError(f"--train-examples {self.train_examples:g} is neither a count nor a fraction <= 1")
+            raise AutopeftError(f"--train-examples {self.train_examples:g} is neither a count nor a fraction <= 1")
         if not math.isfinite(self.epochs) or (self.epochs <= 0 and not self.max_steps):
-            raise ValueError("--epochs must be positive")
+            raise AutopeftError("--epochs must be positive")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("--max-steps must be at least 1")
+            raise AutopeftError("--max-steps must be at least 1")
         if self.max_length < 8:
-            raise ValueError("--max-length must be at least 8 tokens")
+            raise AutopeftError("--max-length must be at least 8 tokens")
         if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("--batch-size must be at least 1")
+            raise AutopeftError("--batch-size must be at least 1")
         if self.eval_examples is not None and self.eval_examples < 1:
-            raise ValueError("--eval-examples must be at least 1")
+            raise AutopeftError("--eval-examples must be at least 1")
         if self.generation_examples < 0:
-            raise ValueError("--generation-examples must be >= 0")
+            raise AutopeftError("--generation-examples must be >= 0")
         if self.max_new_tokens < 1:
-            raise ValueError("--max-new-tokens must be at least 1")
+            raise AutopeftError("--max-new-tokens must be at least 1")
 
     def train_size(self, available: int) -> int:
         if self.train_examples is None:

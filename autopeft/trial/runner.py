@@ -14,55 +14,32 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from autopeft.data import (
-    TaskData, collate, compute_metrics, exact_match, input_blind_loss, length_grouped_batches, tokenize_task,
+    TaskData,
+    collate,
+    compute_metrics,
+    exact_match,
+    input_blind_loss,
+    length_grouped_batches,
+    tokenize_task,
 )
+from autopeft.errors import AutopeftError
 from autopeft.models import BaseModel
-from autopeft.trial import distributed
+from autopeft.trial import distributed, loop
 from autopeft.trial.fidelity import Fidelity
+from autopeft.trial.loop import NonFiniteLoss, Shard, TrainingConfig
 from autopeft.trial.memory import PeakMemory
 from autopeft.trial.result import DIVERGED, ERROR, NAN_LOSS, OOM, TrialResult
 from autopeft.trial.warmup import Warmup, lm_warmup
 
 AdapterFactory = Callable[[torch.nn.Module], torch.nn.Module]
 """Turns a fresh base model into a PEFT model (a builder for a search-space point, or a PEFT config)."""
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.06
-    max_grad_norm: float = 1.0
-    bf16: bool = False  # bf16 autocast: 1.2x (MiniLM) to 1.66x (SmolLM2) faster per step on recent CPUs
-    deepspeed: str | None = None  # zero2 | zero3 | path to a DeepSpeed JSON config
-
-    def __post_init__(self):
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"learning rate must be a positive number, got {self.learning_rate}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warm-up ratio must be in [0, 1), got {self.warmup_ratio}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _adamw(parameters, training: TrainingConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(parameters, lr=training.learning_rate, weight_decay=training.weight_decay)
-
-
-def _warmup_schedule(optimizer, training: TrainingConfig, total_steps: int):
-    from transformers import get_linear_schedule_with_warmup
-
-    return get_linear_schedule_with_warmup(optimizer, int(training.warmup_ratio * total_steps), max(total_steps, 1))
 
 
 DIVERGENCE_FACTOR = 3.0
@@ -103,7 +80,7 @@ class TrialRunner:
 
     def __init__(self, base: BaseModel, task: TaskData, *, device: str | torch.device | None = None):
         if base.kind != task.spec.kind:
-            raise ValueError(f"base model was loaded for '{base.kind}' but the task is '{task.spec.kind}'")
+            raise AutopeftError(f"base model was loaded for '{base.kind}' but the task is '{task.spec.kind}'")
         self.base = base
         self.task = task
         self.device = torch.device(device) if device else distributed.default_device()
@@ -232,6 +209,8 @@ class TrialRunner:
 
     def _warmup(self, model, warmup: Warmup, fidelity: Fidelity, seed: int, training: TrainingConfig,
                 deepspeed: bool, result: TrialResult) -> None:
+        # the masked-LM loss calls the encoder and a temporary head past any DDP or DeepSpeed wrapper, and a
+        # DeepSpeed engine owns one optimizer: the warm-up trains in one plain process
         if deepspeed or distributed.world_size() > 1:
             raise ValueError("a warm-up runs in a single plain process (not with DeepSpeed or several ranks)")
         learning_rate = warmup.learning_rate or training.learning_rate
@@ -245,10 +224,10 @@ class TrialRunner:
             return
         try:
             done = lm_warmup(model, self.base.tokenizer, self.task.spec.kind, warmup, max_length=fidelity.max_length,
-                             learning_rate=learning_rate, max_grad_norm=training.max_grad_norm, seed=seed,
-                             device=self.device, autocast=lambda: self._autocast(training))
-        except FloatingPointError as exc:
-            raise TrialDiverged(str(exc)) from None
+                             learning_rate=learning_rate, max_grad_norm=training.max_grad_norm, bf16=training.bf16,
+                             seed=seed, device=self.device)
+        except NonFiniteLoss as exc:
+            raise TrialDiverged(f"warm-up {exc}") from None
         result.warmup_steps, result.warmup_seconds, result.warmup_loss = done["steps"], done["seconds"], done["final_loss"]
 
     def _check_converged(self, result: TrialResult) -> None:
@@ -266,9 +245,6 @@ class TrialRunner:
             raise TrialDiverged(f"diverged: eval loss {loss:.4g} > {factor:g} x the input-blind predictor's "
                                 f"{result.input_blind_loss:.4g}", DIVERGED)
 
-    def _autocast(self, training: TrainingConfig):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=training.bf16)
-
     def _batch_to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
@@ -279,8 +255,8 @@ class TrialRunner:
         config = distributed.fill_deepspeed_config(config, training, fidelity.batch_size, distributed.world_size(),
                                                    total_steps)
         return distributed.deepspeed_engine(
-            model, config, lambda parameters: _adamw(parameters, training),
-            lambda optimizer: _warmup_schedule(optimizer, training, total_steps),
+            model, config, lambda parameters: loop.adamw(parameters, training),
+            lambda optimizer: loop.linear_schedule(optimizer, training, total_steps),
         )
 
     def _train(self, model, engine, subset, fidelity: Fidelity, seed: int, training: TrainingConfig,
@@ -288,74 +264,30 @@ class TrialRunner:
         """Plain, DistributedDataParallel when torch.distributed has several ranks, or through a DeepSpeed engine.
 
         With several ranks each takes its contiguous shard of every global batch (``fidelity.batch_size``)
-        and weights its loss so that the gradient average over ranks is the global batch's gradient.
+        and weights its loss by its share of the batch's loss terms, so that the ranks' losses sum to the
+        global batch's loss.
         """
         split = self._tokenized(fidelity)["train"]
         pad_id = self.base.tokenizer.pad_token_id
-        total_steps = fidelity.num_steps(len(subset))
-        world, rank = distributed.world_size(), distributed.rank()
-        if min(fidelity.batch_size, len(subset)) < world:
-            raise ValueError(f"a trial over {world} ranks needs batches of at least {world} examples")
-        if engine is None:
-            forward, update = self._torch_optimisation(model, training, total_steps, world)
-        else:
-            forward = engine
+        several_ranks = distributed.world_size() > 1
 
-            def update(loss):
-                engine.backward(loss)
-                engine.step()  # clips, steps the optimizer and the schedule, zeroes the gradients
-        lengths = split.lengths[subset]
-        torch.manual_seed(seed)
-        forward.train()
-        step = examples = 0
-        loss_value = None
-        start = time.perf_counter()
-        epoch = 0
-        while step < total_steps:
-            for batch_positions in length_grouped_batches(lengths, fidelity.batch_size, seed=seed + epoch):
-                if step >= total_steps:
-                    break
-                if len(batch_positions) < world:  # an epoch's last batch, too short to give every rank an example
-                    continue
-                shard = np.array_split(batch_positions, world)[rank] if world > 1 else batch_positions
-                batch = self._batch_to_device(collate(split, subset[shard], pad_id))
-                with self._autocast(training):
-                    output = forward(**batch)
-                if world > 1:
-                    global_weight = self._loss_weight(split, subset[batch_positions])
-                    share = self._loss_weight(split, subset[shard]) / max(global_weight, 1)
-                    loss = output.loss * share if share else output.logits.sum() * 0.0  # no loss terms: zero gradients
-                    loss_value = distributed.sum_over_ranks(loss)
-                    loss = loss * world  # DDP and DeepSpeed average the gradients over ranks
-                else:
-                    loss = output.loss
-                    loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise TrialDiverged(f"training loss became {loss_value} at step {step + 1}")
-                update(loss)
-                step += 1
-                examples += len(batch_positions)
-            epoch += 1
-        result.train_seconds = time.perf_counter() - start
-        result.steps, result.train_examples = step, len(subset)
-        result.train_examples_per_second = examples / max(result.train_seconds, 1e-9)
-        result.final_train_loss = loss_value
+        def task_loss(forward, shard: Shard) -> torch.Tensor:
+            output = forward(**self._batch_to_device(collate(split, subset[shard.rows], pad_id)))
+            if not several_ranks:
+                return output.loss
+            share = self._loss_weight(split, subset[shard.rows]) / max(self._loss_weight(split, subset[shard.batch]), 1)
+            return output.loss * share if share else output.logits.sum() * 0.0  # no loss terms: zero gradients
 
-    @staticmethod
-    def _torch_optimisation(model, training: TrainingConfig, total_steps: int, world: int):
-        """The module to run forward (DDP-wrapped over several ranks) and the update that follows a loss."""
-        parameters = [p for p in model.parameters() if p.requires_grad]
-        optimizer = _adamw(parameters, training)
-        scheduler = _warmup_schedule(optimizer, training, total_steps)
-
-        def update(loss):
-            loss.backward()
-            if training.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(parameters, training.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        return (torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model), update
+        try:
+            run = loop.train(model, task_loss, split.lengths[subset], training=training,
+                             batch_size=fidelity.batch_size, total_steps=fidelity.num_steps(len(subset)), seed=seed,
+                             device=self.device, engine=engine)
+        except NonFiniteLoss as exc:
+            raise TrialDiverged(f"training {exc}") from None
+        result.train_seconds = run.seconds
+        result.steps, result.train_examples = run.steps, len(subset)
+        result.train_examples_per_second = run.examples / max(run.seconds, 1e-9)
+        result.final_train_loss = run.final_loss
 
     @staticmethod
     def _loss_weight(split, rows: np.ndarray) -> int:
@@ -365,7 +297,8 @@ class TrialRunner:
         return sum(int((np.asarray(split.labels[i][1:]) != -100).sum()) for i in rows)
 
     @staticmethod
-    def _eval_subset(size: int, fidelity: Fidelity) -> np.ndarray:
+    def eval_subset(size: int, fidelity: Fidelity) -> np.ndarray:
+        """Positions (sorted) of the examples a trial at ``fidelity`` scores in an evaluation split of ``size``."""
         if fidelity.eval_examples is None or fidelity.eval_examples >= size:
             return np.arange(size)
         # a fixed order, independent of the trial seed: every trial of a search is scored on the same examples
@@ -376,7 +309,7 @@ class TrialRunner:
         """Every rank scores the whole split (deterministic, so all agree); ``scorer`` is the model or its engine."""
         split = self._tokenized(fidelity)[split_name]
         pad_id = self.base.tokenizer.pad_token_id
-        indices = self._eval_subset(len(split), fidelity)
+        indices = self.eval_subset(len(split), fidelity)
         kind = self.task.spec.kind
         scorer.eval()
         start = time.perf_counter()
@@ -386,7 +319,7 @@ class TrialRunner:
             split.lengths[indices], fidelity.eval_batch_size, seed=0, shuffle=False
         ):
             batch = self._batch_to_device(collate(split, indices[batch_positions], pad_id))
-            with self._autocast(training):
+            with loop.autocast(self.device, training):
                 output = scorer(**batch)
             labels = batch["labels"]
             if kind == "causal_lm":
@@ -425,7 +358,7 @@ class TrialRunner:
             for row, prompt in enumerate(prompts):
                 input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
                 attention_mask[row, width - len(prompt) :] = 1
-            with self._autocast(training):
+            with loop.autocast(self.device, training):
                 generated = model.generate(
                     input_ids=input_ids.to(self.device),
                     attention_mask=attention_mask.to(self.device),

@@ -16,13 +16,13 @@ fresh optimiser.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from autopeft.data import length_grouped_batches
+from autopeft.errors import AutopeftError
+from autopeft.trial.loop import Shard, TrainingConfig, train
 
 OBJECTIVES = ("lm", "task")
 
@@ -40,13 +40,13 @@ class Warmup:
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
-            raise ValueError(f"warm-up objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
+            raise AutopeftError(f"warm-up objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
         if self.objective == "lm" and not self.texts:
-            raise ValueError("an 'lm' warm-up needs texts")
+            raise AutopeftError("an 'lm' warm-up needs texts")
         if self.objective == "task" and not self.train_indices:
-            raise ValueError("a 'task' warm-up needs train_indices")
+            raise AutopeftError("a 'task' warm-up needs train_indices")
         if not self.epochs > 0:
-            raise ValueError("warm-up epochs must be positive")
+            raise AutopeftError("warm-up epochs must be positive")
 
 
 class _MaskedLMHead(torch.nn.Module):
@@ -73,10 +73,11 @@ class _MaskedLMHead(torch.nn.Module):
 
 
 def lm_warmup(model, tokenizer, kind: str, warmup: Warmup, *, max_length: int, learning_rate: float,
-              max_grad_norm: float, seed: int, device: torch.device, autocast) -> dict:
+              max_grad_norm: float, bf16: bool = False, seed: int, device: torch.device) -> dict:
     """Train the adapter of ``model`` (a PEFT model) on ``warmup.texts`` with masked or causal LM.
 
-    Returns ``{"steps", "examples", "seconds", "final_loss"}``; raises FloatingPointError on a NaN loss.
+    AdamW without weight decay, the learning rate decaying linearly to 0. Returns ``{"steps", "examples",
+    "seconds", "final_loss"}``; raises :class:`~autopeft.trial.loop.NonFiniteLoss` on a NaN loss.
     """
     from transformers import DataCollatorForLanguageModeling
 
@@ -95,43 +96,21 @@ def lm_warmup(model, tokenizer, kind: str, warmup: Warmup, *, max_length: int, l
                              getattr(config, "layer_norm_eps", 1e-12)).to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     parameters += [p for name, p in head.named_parameters() if not name.startswith("embeddings")] if head else []
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
-    batches_per_epoch = math.ceil(len(encoded) / warmup.batch_size)
-    total_steps = max(1, math.ceil(batches_per_epoch * warmup.epochs))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / total_steps)
 
+    def lm_loss(forward, shard: Shard) -> torch.Tensor:
+        batch = collator([{"input_ids": encoded[i]} for i in shard.rows])  # draws the masks
+        batch = {key: value.to(device) for key, value in batch.items()}
+        return forward(**batch).loss if causal else _masked_lm_loss(inner, head, batch)
+
+    batches_per_epoch = math.ceil(len(encoded) / warmup.batch_size)
+    training = TrainingConfig(learning_rate=learning_rate, weight_decay=0.0, warmup_ratio=0.0,
+                              max_grad_norm=max_grad_norm, bf16=bf16)
     generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # masking and dropout
-    model.train()
-    step = examples = 0
-    loss_value = float("nan")
-    start = time.perf_counter()
-    epoch = 0
-    while step < total_steps:
-        for rows in length_grouped_batches(lengths, warmup.batch_size, seed=seed + epoch):
-            if step >= total_steps:
-                break
-            batch = collator([{"input_ids": encoded[i]} for i in rows])
-            batch = {key: value.to(device) for key, value in batch.items()}
-            with autocast():
-                if causal:
-                    loss = model(**batch).loss
-                else:
-                    loss = _masked_lm_loss(inner, head, batch)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"warm-up loss became {loss_value} at step {step + 1}")
-            loss.backward()
-            if max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            examples += len(rows)
-        epoch += 1
+    run = train(model, lm_loss, lengths, training=training, batch_size=warmup.batch_size,
+                total_steps=max(1, math.ceil(batches_per_epoch * warmup.epochs)), seed=seed, device=device,
+                parameters=parameters)
     torch.random.set_rng_state(generator_state)  # the task training sees the same randomness with or without
-    return {"steps": step, "examples": examples, "seconds": time.perf_counter() - start, "final_loss": loss_value}
+    return {"steps": run.steps, "examples": run.examples, "seconds": run.seconds, "final_loss": run.final_loss}
 
 
 def _masked_lm_loss(inner, head: _MaskedLMHead, batch: dict) -> torch.Tensor:
