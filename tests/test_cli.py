@@ -16,8 +16,10 @@ def test_console_script_entry_point():
 
 @pytest.mark.parametrize("args, message", [
     (["trial", "--model", "./no/such/model", "--dataset", "x.tsv"], "error: dataset file or folder not found"),
-    (["trial", "--model", "./no/such/model", "--dataset", "{data}/glue_rte"], "error: model path './no/such/model' does not exist"),
-    (["trial", "--model", "minilm", "--dataset", "{data}/glue_rte", "--text-column", "nope"], "error: text column 'nope'"),
+    (["trial", "--model", "./no/such/model", "--dataset", "{data}/glue_rte"],
+     "error: model path './no/such/model' does not exist"),
+    (["trial", "--model", "minilm", "--dataset", "{data}/glue_rte", "--text-column", "nope"],
+     "error: text column 'nope'"),
     (["space", "show", "missing.yaml", "--model", "minilm"], "error: search space file 'missing.yaml' does not exist"),
 ])
 def test_bad_input_is_one_line_and_exit_2(autopeft, args, message, shared_datasets):
@@ -45,3 +47,46 @@ def test_space_commands(autopeft):
     done = autopeft("space", "show", "search_spaces/lora.yaml", "--model", "minilm", "--samples", "50")
     assert done.returncode == 0, done.stderr
     assert "lora.size_level.layer_5" in done.stdout and "space size" in done.stdout
+
+
+def test_flag_group_adds_shared_options_in_place_and_hands_them_over_as_one_dict():
+    from typing import Annotated, Any
+
+    import typer
+    from typer.testing import CliRunner
+
+    from autopeft.cli.options import TASK_FLAGS, flag_group
+
+    app = typer.Typer()
+    seen = {}
+
+    @app.command()
+    @flag_group("task_flags", TASK_FLAGS)
+    def command(dataset: Annotated[str, typer.Option()], task_flags: dict[str, Any],
+                seed: Annotated[int, typer.Option()] = 0):
+        seen.update(dataset=dataset, seed=seed, **task_flags)
+
+    result = CliRunner().invoke(app, ["--dataset", "d", "--task", "regression", "--prompt-column", "q",
+                                      "--prompt-column", "a", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"dataset": "d", "seed": 3, "task": "regression", "prompt_column": ["q", "a"],
+                    **{name: None for name in TASK_FLAGS if name not in ("task", "prompt_column")}}
+    help_text = CliRunner().invoke(app, ["--help"], terminal_width=200).output
+    assert help_text.index("--dataset ") < help_text.index("--dataset-config") < help_text.index("--metric") \
+        < help_text.index("--seed")
+
+
+def test_help_lists_what_the_registries_hold():
+    import typer
+
+    from autopeft.cli.app import app
+    from autopeft.priors.selection import STRATEGIES
+    from autopeft.search.priors import PRIORS
+    from autopeft.search.samplers import SAMPLERS
+
+    commands = typer.main.get_command(app).commands
+    search_help = {param.name: param.help for param in commands["search"].params}
+    assert search_help["sampler"] == f"auto | {' | '.join(SAMPLERS)}."
+    assert " | ".join(STRATEGIES) in search_help["subset_strategy"]
+    assert all(f"{name} ({prior.description})" in search_help["prior"] for name, prior in PRIORS.items())
+    assert {param.name: param.help for param in commands["select-data"].params}["strategy"] == " | ".join(STRATEGIES)

@@ -158,7 +158,7 @@ def test_bad_search_input_is_a_one_line_error(inputs, tmp_path, capsys, monkeypa
 
 
 @pytest.mark.parametrize("url", ["postgresql://alice:hunter2@127.0.0.1:1/autopeft",
-                                 "mysql+pymysql://alice:hunter2@ss:w/rd@127.0.0.1/autopeft"])  # unparseable: '@' unencoded
+                                 "mysql+pymysql://alice:hunter2@ss:w/rd@127.0.0.1/autopeft"])  # '@' unencoded
 def test_storage_credentials_never_reach_output_or_run_files(inputs, tmp_path, capsys, url):
     with pytest.raises(SystemExit):
         main(search_args(inputs, tmp_path / "run", "--trials", "1", "--storage", url))
@@ -173,7 +173,8 @@ SECRET_URLS = [
     ("postgresql://dbuser7q:S3c%2FretPW@db.internal:5432/optuna", ["S3c%2FretPW", "dbuser7q"]),
     ("postgresql://db.internal/optuna?user=dbuser7q&password=S3c/retPW", ["S3c/retPW"]),
     ("mysql+pymysql://dbuser7q:p%40ss:w/rd@db.internal/optuna", ["p%40ss:w/rd", "dbuser7q"]),
-    ("postgresql://dbuser7q:S3cretPW@db.internal/optuna?sslmode=require&sslpassword=K3yPW", ["S3cretPW", "K3yPW", "dbuser7q"]),
+    ("postgresql://dbuser7q:S3cretPW@db.internal/optuna?sslmode=require&sslpassword=K3yPW",
+     ["S3cretPW", "K3yPW", "dbuser7q"]),
 ]
 
 
@@ -212,3 +213,59 @@ def test_ray_address_and_storage_never_reach_run_json_or_workers():
     assert "s3cret" not in public and "bob" not in public and "hunter2" not in public
     workers = json.dumps(settings.for_workers())
     assert "s3cret" not in workers and "hunter2" not in workers and "ray_address" not in workers
+
+
+def test_settings_are_grouped_in_memory_and_flat_on_disk():
+    """Flags, config files, run.json and workers use the flat flag keys; code reads the groups."""
+    from autopeft.search.settings import SearchSettings, merge_settings
+
+    flat = {"model": "m", "dataset": "d", "space": "s", "task": "classification", "fidelity": "0.5,1",
+            "backend": "ray", "lr": 1e-3, "prior": "heads", "prompt_column": "q,a", "seed": 2}
+    settings = merge_settings({}, flat)
+    assert settings.task.kind == "classification" and settings.task.prompt_column == ["q", "a"]
+    assert settings.fidelity.rungs == [0.5, 1.0] and settings.backend.name == "ray"
+    assert settings.training.lr == 1e-3 and settings.priors.prior == ["heads"] and settings.seed == 2
+    stored = settings.flat_dict()
+    assert stored["task"] == "classification" and stored["fidelity"] == [0.5, 1.0] and stored["backend"] == "ray"
+    assert not {"training", "priors"} & set(stored)
+    assert SearchSettings.model_validate(stored) == settings  # run.json and Ray workers read it back
+    assert SearchSettings.model_validate(settings.for_workers()).backend.name == "ray"
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"prior": "nope"}, "setting 'prior.0': Input should be 'sensitivity' or 'heads'"),  # the registry's names
+    ({"priors": ["heads"]}, "setting 'priors': Extra inputs are not permitted"),          # a group is not a key
+    ({"lr": 0}, "setting 'lr': Input should be greater than 0"),                         # inside a group: flat key
+    ({"warmup_pool": "x"}, "setting '': --warmup-pool needs --warmup-size"),
+])
+def test_bad_settings_name_the_flat_key(values, message):
+    from autopeft.errors import AutopeftError
+    from autopeft.search.settings import merge_settings
+
+    with pytest.raises(AutopeftError, match=f"^flags: {message}"):
+        merge_settings({}, {"model": "m", "dataset": "d", "space": "s", **values})
+
+
+def test_priors_prepare_in_registry_order_and_give_context_and_points(monkeypatch):
+    from autopeft.search import priors
+    from autopeft.search.settings import merge_settings
+
+    class Fake(priors.SearchPrior):
+        def prepare(self, base, task):
+            return f"{self.name} ready for {task}"
+
+        def build_context(self):
+            return {"head_ranking": self.name}
+
+        def starting_points(self, space, max_params, note):
+            return [({"x": 1}, f"prior:{self.name}")]
+
+    monkeypatch.setattr(priors.base, "PRIORS", {"first": type("First", (Fake,), {"name": "first"}),
+                                                "second": type("Second", (Fake,), {"name": "second"})})
+    settings = merge_settings({}, {"model": "m", "dataset": "d", "space": "s"})
+    settings.priors.prior = ["second", "first"]  # past validation: these names exist only in this test
+    notes = []
+    prepared = priors.prepared_priors(settings, None, "t", notes.append)
+    assert [p.name for p in prepared] == ["first", "second"] and notes == ["first ready for t", "second ready for t"]
+    assert prepared[1].build_context() == {"head_ranking": "second"}
+    assert prepared[0].starting_points(None, None, notes.append) == [({"x": 1}, "prior:first")]

@@ -114,8 +114,7 @@ def test_subset_strategy_cuts_every_fidelity_from_one_ranking(inputs, tmp_path, 
 
 def test_pool_warmup_selects_toward_the_task_and_warms_every_trial_up(inputs, tmp_path, runs):
     from autopeft.data import load_task
-    from autopeft.priors.selection import (SelectionInputs, get_strategy, mean_pooled_embeddings, select,
-                                           task_texts)
+    from autopeft.priors.selection import SelectionInputs, get_strategy, mean_pooled_embeddings, select, task_texts
 
     records = search(inputs, tmp_path / "run", "--space", inputs["lora_space"], "--trials", "2", "--sampler",
                      "random", "--warmup-pool", inputs["pool"], "--warmup-size", "20", "--warmup-strategy",
@@ -180,8 +179,7 @@ def test_lm_warmup_trains_only_the_adapter_and_is_recorded(kind, monkeypatch):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     texts = tuple(f"the movie number {i} was {'good' if i % 2 else 'bad'}" for i in range(40))
     done = lm_warmup(model, tokenizer, kind, Warmup("lm", texts=texts, batch_size=8), max_length=16,
-                     learning_rate=1e-2, max_grad_norm=1.0, seed=0, device=torch.device("cpu"),
-                     autocast=lambda: torch.autocast("cpu", enabled=False))
+                     learning_rate=1e-2, max_grad_norm=1.0, seed=0, device=torch.device("cpu"))
     assert done["steps"] == 5 and done["examples"] == 40 and np.isfinite(done["final_loss"])
     moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert moved and all("lora_" in n for n in moved)

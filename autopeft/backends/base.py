@@ -44,8 +44,21 @@ class JobSource(Protocol):
         """The backend stopped (Ctrl-C, lost cluster) with jobs running: record them as interrupted."""
 
 
-Evaluator = Callable[..., TrialResult]
-"""``evaluator(point, fidelity, seed, *, evaluate_test=False, save_dir=None) -> TrialResult``."""
+class Evaluator(Protocol):
+    """Trains one point at one fidelity and seed; a failing trial is a result, not an exception."""
+
+    def __call__(self, point: PeftPoint, fidelity: Fidelity, seed: int, *, evaluate_test: bool = False,
+                 save_dir: Path | None = None) -> TrialResult: ...
+
+
+class EvaluatorFactory(Protocol):
+    """Builds the evaluator inside the process that runs the trials (a Ray worker): picklable, called once
+    per process; ``cache_key`` names what it builds, so a worker reuses the evaluator across trials."""
+
+    @property
+    def cache_key(self) -> str: ...
+
+    def __call__(self) -> Evaluator: ...
 
 
 class Backend(abc.ABC):
@@ -66,5 +79,5 @@ class Backend(abc.ABC):
         ``on_result(job, result)`` is called for each job once its result (and adapter) is in place, so the
         caller can store it before the next one ends: an interrupted list keeps what finished."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (a hook: a backend that starts nothing has nothing to release)
         """Release what the backend started (a local Ray instance)."""

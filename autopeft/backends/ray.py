@@ -20,12 +20,12 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autopeft.backends.base import FINISHED, Backend, Evaluator, JobSource, TrialJob
+from autopeft._imports import optional_dependency
+from autopeft.backends.base import FINISHED, Backend, Evaluator, EvaluatorFactory, JobSource, TrialJob
 from autopeft.errors import AutopeftError
 from autopeft.redact import mask_url
 from autopeft.trial.result import ERROR, TrialResult
@@ -33,16 +33,12 @@ from autopeft.trial.result import ERROR, TrialResult
 RESULT_KEY = "autopeft_result"        # the TrialResult, as JSON (Tune flattens nested dicts)
 NODE_KEY = "autopeft_node_id"         # the Ray node that ran the trial (node_ip cannot tell apart nodes of one host)
 RESULT_FILE = "autopeft_result.json"
-EvaluatorFactory = Callable[[], Evaluator]
-"""Picklable; called once per worker process. ``factory.cache_key`` (a str) names what it builds."""
 
 
 def import_ray():
-    try:
+    with optional_dependency("ray", "--backend ray"):
         import ray
         from ray import tune  # noqa: F401  (Tune and Train are extras of the ray package)
-    except ImportError:
-        raise AutopeftError("--backend ray needs Ray Tune: pip install 'autopeft[ray]'") from None
     return ray
 
 

@@ -7,6 +7,7 @@ import os
 import sys
 
 import typer
+
 # typer >= 0.29 vendors click as ``typer._click``: its usage errors are not the ``click`` package's
 # classes, so they must be caught from here (pyproject pins typer to the minor release this is true of).
 from typer._click import exceptions as click_exceptions
@@ -41,8 +42,8 @@ def usage_error_line(exc: click_exceptions.UsageError) -> str:
     message = exc.format_message()
     if isinstance(exc, click_exceptions.NoSuchOption) and exc.possibilities:
         close = difflib.get_close_matches(exc.option_name, exc.possibilities, n=1, cutoff=0.5)
-        message = f"No such option: {exc.option_name}" + (f". Did you mean {close[0]}?" if close else
-                                                          f" (possible options: {', '.join(sorted(exc.possibilities))})")
+        message = f"No such option: {exc.option_name}" + (
+            f". Did you mean {close[0]}?" if close else f" (possible options: {', '.join(sorted(exc.possibilities))})")
     where = exc.ctx.command_path if exc.ctx is not None else PROG
     return f"error: {message} (see '{where} --help')"
 

@@ -5,41 +5,39 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from autopeft.cli.app import (
-    DatasetConfigOpt, DatasetOpt, LabelColOpt, MetricOpt, ModelOpt, PairColOpt, PromptColOpt, ResponseColOpt, TaskOpt,
-    TextColOpt, app, console, load_task_from_flags,
-)
 from autopeft.atomic import check_output_folder, write_dir
+from autopeft.cli.options import STRATEGY_CHOICES, TASK_FLAGS, DatasetOpt, ModelOpt, flag_group
+from autopeft.cli.output import console
 from autopeft.errors import AutopeftError
+from autopeft.search.settings import TaskSettings
 
 SELECTION_FILE = "selection.json"
 REPORT_FILE = "report.md"
 PLOT_FILE = "embedding_plot.png"
 
 
-@app.command("select-data")
+@flag_group("task_flags", TASK_FLAGS)
 def select_data_command(
     model: ModelOpt,
     dataset: DatasetOpt,
-    strategy: Annotated[str, typer.Option("--strategy", "-s", help="random | stratified | kcenter | similarity | dsir | el2n | ot")],
-    size: Annotated[str, typer.Option("--size", help="Examples to select: a count (2000), a percentage (5%) or a fraction <= 1.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for selection.json, report.md and embedding_plot.png.")],
-    pool: Annotated[Optional[list[str]], typer.Option("--pool", help="Select from these datasets' train texts (repeat for several) with the task's train split as the target.")] = None,
-    embedding_model: Annotated[Optional[str], typer.Option("--embedding-model", help="Embed with this model (alias, folder, Hub id) instead of --model.")] = None,
-    dataset_config: DatasetConfigOpt = None,
-    task: TaskOpt = None,
-    text_column: TextColOpt = None,
-    text_pair_column: PairColOpt = None,
-    label_column: LabelColOpt = None,
-    prompt_column: PromptColOpt = None,
-    response_column: ResponseColOpt = None,
-    metric: MetricOpt = None,
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help=STRATEGY_CHOICES)],
+    size: Annotated[str, typer.Option(
+        "--size", help="Examples to select: a count (2000), a percentage (5%) or a fraction <= 1.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Folder for selection.json, report.md and embedding_plot.png.")],
+    pool: Annotated[Optional[list[str]], typer.Option(
+        "--pool", help="Select from these datasets' train texts (repeat for several) with the task's train split "
+                       "as the target.")] = None,
+    embedding_model: Annotated[Optional[str], typer.Option(
+        "--embedding-model", help="Embed with this model (alias, folder, Hub id) instead of --model.")] = None,
+    *,
+    task_flags: dict[str, Any],
     seed: Annotated[int, typer.Option()] = 0,
     max_length: Annotated[int, typer.Option(help="Tokens per text for the embeddings.")] = 128,
     batch_size: Annotated[int, typer.Option(help="Texts per embedding batch.")] = 64,
@@ -51,16 +49,25 @@ def select_data_command(
     The ranking is cached by (strategy, seed, data, embedding model): another --size is then free.
     """
     from autopeft.priors.selection import (
-        SelectionInputs, cached_embeddings, encoder_signature, get_strategy, load_or_compute_order, parse_size,
-        pool_from_datasets, select, selection_fingerprint, task_labels, task_texts,
+        SelectionInputs,
+        cached_embeddings,
+        encoder_signature,
+        get_strategy,
+        load_or_compute_order,
+        parse_size,
+        pool_from_datasets,
+        select,
+        selection_fingerprint,
+        task_labels,
+        task_texts,
     )
 
     chosen = get_strategy(strategy)  # an unknown name fails before anything loads
     if max_length < 2 or batch_size < 1:
-        raise AutopeftError(f"--max-length must be at least 2 and --batch-size at least 1, got {max_length} and {batch_size}")
+        raise AutopeftError(f"--max-length must be at least 2 and --batch-size at least 1, "
+                            f"got {max_length} and {batch_size}")
     _check_out(out)
-    task_data = load_task_from_flags(dataset, dataset_config, task, text_column, text_pair_column, label_column,
-                                     prompt_column, response_column, metric, seed)
+    task_data = TaskSettings(dataset=dataset, **task_flags).load(seed)
     target_texts = task_texts(task_data, "train")
     target_labels = task_labels(task_data, "train")
     label_names = task_data.spec.label_names
@@ -74,7 +81,8 @@ def select_data_command(
             sources.extend(part_sources)
         inputs = SelectionInputs(pool_texts, None, target_texts)
     else:
-        pool_parts = [{"name": task_data.name, "path": dataset, "split": "train", "rows": len(target_texts), "offset": 0}]
+        pool_parts = [{"name": task_data.name, "path": dataset, "split": "train", "rows": len(target_texts),
+                       "offset": 0}]
         sources = None
         inputs = SelectionInputs(target_texts, target_labels, target_texts)
     count = parse_size(size, len(inputs))
@@ -127,7 +135,8 @@ def select_data_command(
     table.add_row("ranking", "cached" if cached else f"computed in {meta['seconds']:.1f} s")
     info = meta.get("info", {})
     if "iterations" in info:
-        table.add_row("OT solve", f"{info['iterations']} iterations, {'converged' if info['converged'] else 'NOT converged'}, "
+        converged = "converged" if info["converged"] else "NOT converged"
+        table.add_row("OT solve", f"{info['iterations']} iterations, {converged}, "
                                   f"{info['solve_seconds']:.1f} s")
     Console().print(table)
     written = ", ".join(name for name in (SELECTION_FILE, REPORT_FILE, PLOT_FILE if plot is not None else None) if name)
@@ -149,7 +158,8 @@ def _report(summary: dict, meta: dict, inputs, selected, sources, target_labels,
     if inputs.pool_labels is not None:
         labels = label_balance(inputs.pool_labels, selected, None, label_names)
     source_rows = source_balance(sources, selected) if sources is not None else None
-    target_rows = target_label_rows(target_labels, label_names) if sources is not None and target_labels is not None else None
+    target_rows = (target_label_rows(target_labels, label_names)
+                   if sources is not None and target_labels is not None else None)
     return selection_report(title=f"Data selection: {summary['strategy']} on {summary['task']}", summary=facts,
                             details=meta.get("info") or None, labels=labels, sources=source_rows,
                             target_labels=target_rows)

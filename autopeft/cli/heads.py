@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from autopeft.cli.app import (
-    DatasetConfigOpt, DatasetOpt, LabelColOpt, MetricOpt, ModelOpt, PairColOpt, PromptColOpt, ResponseColOpt, TaskOpt,
-    TextColOpt, TrustOpt, app, console, load_task_from_flags,
-)
 from autopeft.atomic import check_output_folder, write_dir
+from autopeft.cli.options import TASK_FLAGS, DatasetOpt, ModelOpt, TrustOpt, flag_group
+from autopeft.cli.output import console
 from autopeft.errors import AutopeftError
 from autopeft.priors.heads import DEFAULT_L1, DEFAULT_LR
+from autopeft.search.settings import TaskSettings
 
 SUMMARY_FILE = "summary.json"
 
@@ -26,19 +25,12 @@ def _check_out(out: Path) -> None:
                         "select-heads")
 
 
-@app.command("select-heads")
+@flag_group("task_flags", TASK_FLAGS)
 def select_heads_command(
     model: ModelOpt,
     dataset: DatasetOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for ranking.json, heads.png and summary.json.")],
-    dataset_config: DatasetConfigOpt = None,
-    task: TaskOpt = None,
-    text_column: TextColOpt = None,
-    text_pair_column: PairColOpt = None,
-    label_column: LabelColOpt = None,
-    prompt_column: PromptColOpt = None,
-    response_column: ResponseColOpt = None,
-    metric: MetricOpt = None,
+    task_flags: dict[str, Any],
     l1: Annotated[float, typer.Option("--l1", help="Weight of the L1 penalty on the head scales A.")] = DEFAULT_L1,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate (decays linearly to 0).")] = DEFAULT_LR,
     epochs: Annotated[int, typer.Option()] = 2,
@@ -63,8 +55,7 @@ def select_heads_command(
     if top_k < 1:
         raise AutopeftError(f"--top-k must be at least 1, got {top_k}")
     _check_out(out)
-    task_data = load_task_from_flags(dataset, dataset_config, task, text_column, text_pair_column, label_column,
-                                     prompt_column, response_column, metric, seed)
+    task_data = TaskSettings(dataset=dataset, **task_flags).load(seed)
     with console.status(f"loading {model}"):
         base = get_base_model(model, task_data.spec.kind, num_labels=max(task_data.spec.num_labels, 1),
                               trust_remote_code=trust_remote_code)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from autopeft.cli.app import (
-    DatasetConfigOpt, DatasetOpt, LabelColOpt, MetricOpt, ModelOpt, PairColOpt, PromptColOpt, ResponseColOpt, TaskOpt,
-    TextColOpt, TrustOpt, app, console, load_task_from_flags,
-)
 from autopeft.atomic import check_output_folder
+from autopeft.cli.options import TASK_FLAGS, DatasetOpt, ModelOpt, TrustOpt, flag_group
+from autopeft.cli.output import console
 from autopeft.errors import AutopeftError
+from autopeft.search.settings import TaskSettings
 
 SUMMARY_FILE = "summary.json"
 MAP_FOLDER = "sensitivity"
@@ -25,23 +24,17 @@ def budget_label(text: str) -> str:
     return text.strip().replace("%", "pct").replace(".", "_")
 
 
-@app.command()
+@flag_group("task_flags", TASK_FLAGS)
 def sensitivity(
     model: ModelOpt,
     dataset: DatasetOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the map, heatmap and SPT points.")],
-    dataset_config: DatasetConfigOpt = None,
-    task: TaskOpt = None,
-    text_column: TextColOpt = None,
-    text_pair_column: PairColOpt = None,
-    label_column: LabelColOpt = None,
-    prompt_column: PromptColOpt = None,
-    response_column: ResponseColOpt = None,
-    metric: MetricOpt = None,
+    task_flags: dict[str, Any],
     batches: Annotated[int, typer.Option(help="Batches of gradient² to sum (SPT: 16).")] = 16,
     batch_size: Annotated[int, typer.Option()] = 32,
     max_length: Annotated[int, typer.Option()] = 128,
-    budgets: Annotated[str, typer.Option(help="Trainable-parameter budgets of the SPT points: counts or % of the model.")] = "0.1%,0.5%,1%",
+    budgets: Annotated[str, typer.Option(
+        help="Trainable-parameter budgets of the SPT points: counts or % of the model.")] = "0.1%,0.5%,1%",
     seed: Annotated[int, typer.Option()] = 0,
     trust_remote_code: TrustOpt = False,
 ):
@@ -53,10 +46,10 @@ def sensitivity(
     (model, dataset, batches, batch size, length, seed): a second run, or a search with
     `--prior sensitivity`, reuses it.
     """
+    from autopeft.atomic import write_dir
     from autopeft.models import get_base_model, load_model_config
     from autopeft.priors.sensitivity import load_or_compute_sensitivity
     from autopeft.priors.spt import parse_spt_budgets, spt_allocation
-    from autopeft.atomic import write_dir
     from autopeft.space import count_model_params
 
     # every input is checked before the task, the model or the map load, and nothing is written until all is done
@@ -67,8 +60,7 @@ def sensitivity(
     model_config = load_model_config(model, trust_remote_code=trust_remote_code)
     model_params = count_model_params(model_config)
     wanted = parse_spt_budgets(budgets, model_config, model_params)
-    task_data = load_task_from_flags(dataset, dataset_config, task, text_column, text_pair_column, label_column,
-                                     prompt_column, response_column, metric, seed)
+    task_data = TaskSettings(dataset=dataset, **task_flags).load(seed)
     with console.status(f"loading {model}"):
         base = get_base_model(model, task_data.spec.kind, num_labels=max(task_data.spec.num_labels, 1),
                               trust_remote_code=trust_remote_code)
@@ -105,7 +97,8 @@ def sensitivity(
     write_dir(out, write)
     Console().print(table)
     console.print(f"wrote {out} (sensitivity/, heatmap.png, summary.json, spt-*/point.yaml); "
-                  f"train one with: autopeft trial --model {model} --dataset {dataset} --point {out}/spt-.../point.yaml")
+                  f"train one with: autopeft trial --model {model} --dataset {dataset} "
+                  f"--point {out}/spt-.../point.yaml")
 
 
 

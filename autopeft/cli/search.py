@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -11,11 +11,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from autopeft.cli.app import (
-    DatasetConfigOpt, LabelColOpt, MetricOpt, PairColOpt, PromptColOpt, ResponseColOpt, TaskOpt, TextColOpt, app,
-    console,
-)
+from autopeft.cli.options import STRATEGY_CHOICES, TASK_FLAGS, FlagGroup, flag_group
+from autopeft.cli.output import console
 from autopeft.errors import Interrupted
+from autopeft.search.priors import PRIORS
+from autopeft.search.samplers import SAMPLERS
 
 
 def _format_count(value: float) -> str:
@@ -63,8 +63,9 @@ class RichObserver:
         objectives = progress.objectives
         metric = objectives[0]
         if record.values is not None:
+            values = record.values
             outcome = ", ".join(
-                f"{o.name} {_format_count(record.values[o.name]) if o.name == 'params' else format(record.values[o.name], '.4g')}"
+                f"{o.name} {_format_count(values[o.name]) if o.name == 'params' else format(values[o.name], '.4g')}"
                 for o in objectives)
         else:
             outcome = f"{record.state}: {record.attrs.get('reason', '')}"
@@ -80,65 +81,94 @@ class RichObserver:
         )
 
 
-@app.command()
+PRIOR_CHOICES = ", ".join(f"{name} ({prior.description})" for name, prior in PRIORS.items())
+
+SETTINGS_FLAGS: FlagGroup = {
+    "objectives": Annotated[Optional[str], typer.Option(
+        help="Comma-separated: metric,params[,train_time,latency,memory].")],
+    "trials": Annotated[Optional[int], typer.Option(
+        help="New configurations to train (default 20 unless --time-budget).")],
+    "time_budget": Annotated[Optional[str], typer.Option(
+        help="Stop starting trials after this long, e.g. 2h, 90m, 3600.")],
+    "sampler": Annotated[Optional[str], typer.Option(help=f"auto | {' | '.join(SAMPLERS)}.")],
+    "max_params": Annotated[Optional[str], typer.Option(
+        help="Trainable-parameter budget: a count (1e5, 120k) or % of the model.")],
+    "fidelity": Annotated[Optional[str], typer.Option(
+        help="Successive-halving rungs as fractions, e.g. 0.25,0.5,1 (default 1).")],
+    "fidelity_resource": Annotated[Optional[str], typer.Option(help="What the rungs scale: data | epochs.")],
+    "eta": Annotated[Optional[int], typer.Option(help="Keep the top 1/eta of a rung for the next one.")],
+    "final_seeds": Annotated[Optional[int], typer.Option(
+        help="Seeds to re-train each Pareto point at full fidelity (0: skip).")],
+    "baselines": Annotated[Optional[bool], typer.Option(
+        "--baselines/--no-baselines", help="Start with the named baselines the space can express.")],
+    "quasi_random": Annotated[Optional[int], typer.Option(
+        help="Sobol points after the baselines (default: about trials / 5).")],
+    "train_examples": Annotated[Optional[float], typer.Option(
+        help="Training examples at full fidelity: a count, or a fraction <= 1.")],
+    "epochs": Annotated[Optional[float], typer.Option()],
+    "max_steps": Annotated[Optional[int], typer.Option()],
+    "max_length": Annotated[Optional[int], typer.Option()],
+    "eval_examples": Annotated[Optional[int], typer.Option()],
+    "generation_examples": Annotated[Optional[int], typer.Option()],
+    "max_new_tokens": Annotated[Optional[int], typer.Option()],
+    "batch_size": Annotated[Optional[int], typer.Option()],
+    "lr": Annotated[Optional[float], typer.Option("--lr", help="Learning rate unless the space searches it.")],
+    "bf16": Annotated[Optional[bool], typer.Option("--bf16/--no-bf16")],
+    "seed": Annotated[Optional[int], typer.Option()],
+    "storage": Annotated[Optional[str], typer.Option(
+        help="Optuna storage URL or journal file (default: SQLite in the run folder).")],
+    "study_name": Annotated[Optional[str], typer.Option(help="Default: <space>-<task>.")],
+    "out": Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<study-name>).")],
+    "trust_remote_code": Annotated[Optional[bool], typer.Option("--trust-remote-code")],
+    "deepspeed": Annotated[Optional[str], typer.Option(
+        help="Train each trial with DeepSpeed: zero2 | zero3 | ds_config.json.")],
+    "backend": Annotated[Optional[str], typer.Option(help="Where trials run: local (default) | ray.")],
+    "ray_address": Annotated[Optional[str], typer.Option(
+        help="local (start Ray here) | auto | host:port | ray://host:port.")],
+    "cpus_per_trial": Annotated[Optional[float], typer.Option(
+        help="Ray: CPUs per trial (per worker with --workers-per-trial).")],
+    "gpus_per_trial": Annotated[Optional[float], typer.Option(help="Ray: GPUs per trial (fractions share a GPU).")],
+    "workers_per_trial": Annotated[Optional[int], typer.Option(
+        help="Ray: data-parallel workers per trial (Ray Train).")],
+    "max_concurrent": Annotated[Optional[int], typer.Option(help="Ray: trials at once (default: as resources allow).")],
+    "trial_retries": Annotated[Optional[int], typer.Option(
+        help="Ray: restarts of a trial whose worker died (default 1).")],
+    "ray_storage": Annotated[Optional[str], typer.Option(
+        help="Ray: Tune's trial folders (shared disk for several nodes).")],
+    "prior": Annotated[Optional[str], typer.Option(help=f"Comma-separated priors: {PRIOR_CHOICES}.")],
+    "prior_batches": Annotated[Optional[int], typer.Option(help="Sensitivity: batches of gradient² (default 16).")],
+    "prior_budgets": Annotated[Optional[str], typer.Option(
+        help="Sensitivity: budgets of the SPT starting points (default 0.1%,0.5%,1%).")],
+    "sensitive_layers": Annotated[Optional[int], typer.Option(
+        help="Sensitivity: place modules only in the K most sensitive layers.")],
+    "subset_strategy": Annotated[Optional[str], typer.Option(
+        help=f"Data selection for each trial's training subset: {STRATEGY_CHOICES} "
+             "(default: a seeded random draw per trial).")],
+    "embedding_model": Annotated[Optional[str], typer.Option(
+        help="Embeddings for data selection (default: the model being tuned).")],
+    "warmup_pool": Annotated[Optional[list[str]], typer.Option(
+        help="Dataset(s) whose texts each trial's adapter warms up on first (masked/causal LM); repeatable.")],
+    "warmup_strategy": Annotated[Optional[str], typer.Option(
+        help="How the warm-up texts are picked from the pool toward the task (default ot, GOT-D).")],
+    "warmup_size": Annotated[Optional[str], typer.Option(help="Warm-up texts: a count, a fraction or N% of the pool.")],
+    "warmup_epochs": Annotated[Optional[float], typer.Option(help="Warm-up epochs (default 1).")],
+}
+"""The search's settings beyond model, dataset, space and the task flags, named by their flat keys (see
+:class:`autopeft.search.settings.SearchSettings`); None where not given: the config file's value or the default."""
+
+
+@flag_group("task_flags", TASK_FLAGS)
+@flag_group("settings_flags", SETTINGS_FLAGS)
 def search(
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Alias, local folder, .gguf file or Hub id.")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="Alias, local folder, .gguf file or Hub id.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Local file/folder or Hub id.")] = None,
     space: Annotated[Optional[str], typer.Option("--space", help="Search-space YAML (see search_spaces/).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML/TOML file with these settings; flags override it.")] = None,
-    dataset_config: DatasetConfigOpt = None,
-    task: TaskOpt = None,
-    text_column: TextColOpt = None,
-    text_pair_column: PairColOpt = None,
-    label_column: LabelColOpt = None,
-    prompt_column: PromptColOpt = None,
-    response_column: ResponseColOpt = None,
-    metric: MetricOpt = None,
-    objectives: Annotated[Optional[str], typer.Option(help="Comma-separated: metric,params[,train_time,latency,memory].")] = None,
-    trials: Annotated[Optional[int], typer.Option(help="New configurations to train (default 20 unless --time-budget).")] = None,
-    time_budget: Annotated[Optional[str], typer.Option(help="Stop starting trials after this long, e.g. 2h, 90m, 3600.")] = None,
-    sampler: Annotated[Optional[str], typer.Option(help="auto | botorch | gp | tpe | nsga2 | random.")] = None,
-    max_params: Annotated[Optional[str], typer.Option(help="Trainable-parameter budget: a count (1e5, 120k) or % of the model.")] = None,
-    fidelity: Annotated[Optional[str], typer.Option(help="Successive-halving rungs as fractions, e.g. 0.25,0.5,1 (default 1).")] = None,
-    fidelity_resource: Annotated[Optional[str], typer.Option(help="What the rungs scale: data | epochs.")] = None,
-    eta: Annotated[Optional[int], typer.Option(help="Keep the top 1/eta of a rung for the next one.")] = None,
-    final_seeds: Annotated[Optional[int], typer.Option(help="Seeds to re-train each Pareto point at full fidelity (0: skip).")] = None,
-    baselines: Annotated[Optional[bool], typer.Option("--baselines/--no-baselines", help="Start with the named baselines the space can express.")] = None,
-    quasi_random: Annotated[Optional[int], typer.Option(help="Sobol points after the baselines (default: about trials / 5).")] = None,
-    train_examples: Annotated[Optional[float], typer.Option(help="Training examples at full fidelity: a count, or a fraction <= 1.")] = None,
-    epochs: Annotated[Optional[float], typer.Option()] = None,
-    max_steps: Annotated[Optional[int], typer.Option()] = None,
-    max_length: Annotated[Optional[int], typer.Option()] = None,
-    eval_examples: Annotated[Optional[int], typer.Option()] = None,
-    generation_examples: Annotated[Optional[int], typer.Option()] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option()] = None,
-    batch_size: Annotated[Optional[int], typer.Option()] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate unless the space searches it.")] = None,
-    bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16")] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL or journal file (default: SQLite in the run folder).")] = None,
-    study_name: Annotated[Optional[str], typer.Option(help="Default: <space>-<task>.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<study-name>).")] = None,
-    trust_remote_code: Annotated[Optional[bool], typer.Option("--trust-remote-code")] = None,
-    deepspeed: Annotated[Optional[str], typer.Option(help="Train each trial with DeepSpeed: zero2 | zero3 | ds_config.json.")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="Where trials run: local (default) | ray.")] = None,
-    ray_address: Annotated[Optional[str], typer.Option(help="local (start Ray here) | auto | host:port | ray://host:port.")] = None,
-    cpus_per_trial: Annotated[Optional[float], typer.Option(help="Ray: CPUs per trial (per worker with --workers-per-trial).")] = None,
-    gpus_per_trial: Annotated[Optional[float], typer.Option(help="Ray: GPUs per trial (fractions share a GPU).")] = None,
-    workers_per_trial: Annotated[Optional[int], typer.Option(help="Ray: data-parallel workers per trial (Ray Train).")] = None,
-    max_concurrent: Annotated[Optional[int], typer.Option(help="Ray: trials at once (default: as resources allow).")] = None,
-    trial_retries: Annotated[Optional[int], typer.Option(help="Ray: restarts of a trial whose worker died (default 1).")] = None,
-    ray_storage: Annotated[Optional[str], typer.Option(help="Ray: Tune's trial folders (shared disk for several nodes).")] = None,
-    prior: Annotated[Optional[str], typer.Option(help="Comma-separated priors: sensitivity (SPT: sparse masks, starting points), heads (LoFiT head ranking).")] = None,
-    prior_batches: Annotated[Optional[int], typer.Option(help="Sensitivity: batches of gradient² (default 16).")] = None,
-    prior_budgets: Annotated[Optional[str], typer.Option(help="Sensitivity: budgets of the SPT starting points (default 0.1%,0.5%,1%).")] = None,
-    sensitive_layers: Annotated[Optional[int], typer.Option(help="Sensitivity: place modules only in the K most sensitive layers.")] = None,
-    subset_strategy: Annotated[Optional[str], typer.Option(help="Data selection for each trial's training subset: random | stratified | kcenter | similarity | dsir | el2n | ot (default: a seeded random draw per trial).")] = None,
-    embedding_model: Annotated[Optional[str], typer.Option(help="Embeddings for data selection (default: the model being tuned).")] = None,
-    warmup_pool: Annotated[Optional[list[str]], typer.Option(help="Dataset(s) whose texts each trial's adapter warms up on first (masked/causal LM); repeatable.")] = None,
-    warmup_strategy: Annotated[Optional[str], typer.Option(help="How the warm-up texts are picked from the pool toward the task (default ot, GOT-D).")] = None,
-    warmup_size: Annotated[Optional[str], typer.Option(help="Warm-up texts: a count, a fraction or N% of the pool.")] = None,
-    warmup_epochs: Annotated[Optional[float], typer.Option(help="Warm-up epochs (default 1).")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="YAML/TOML file with these settings; flags override it.")] = None,
+    *,
+    task_flags: dict[str, Any],
+    settings_flags: dict[str, Any],
 ):
     """Search PEFT configurations for the best task metric at the fewest trainable parameters.
 
@@ -149,9 +179,9 @@ def search(
     from autopeft.search.run import prepare_search, run_search
     from autopeft.search.settings import merge_settings, read_run_config
 
-    flags = {k: v for k, v in locals().items()
-             if k not in ("config", "optuna", "run_search", "prepare_search", "merge_settings", "read_run_config")}
-    flags["out"] = str(out) if out is not None else None
+    out = settings_flags["out"]
+    flags = {"model": model, "dataset": dataset, "space": space, **task_flags, **settings_flags,
+             "out": str(out) if out is not None else None}
     file_values = read_run_config(config) if config is not None else {}
     settings = merge_settings(file_values, flags, str(config) if config else "flags")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -205,22 +235,22 @@ RunDirArg = Annotated[Path, typer.Argument(help="Run folder of `autopeft search`
 StorageOpt = Annotated[Optional[str], typer.Option(help="Storage URL, when run.json could not keep it (credentials).")]
 
 
-@app.command()
 def export(
     run_dir: RunDirArg,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Default: RUN_DIR/export.")] = None,
     storage: StorageOpt = None,
-    merged: Annotated[bool, typer.Option("--merged", help="Also write each adapter folded into the base model (folder/merged).")] = False,
+    merged: Annotated[bool, typer.Option(
+        "--merged", help="Also write each adapter folded into the base model (folder/merged).")] = False,
 ):
     """Write the Pareto-optimal adapters (PEFT folders), pareto.json and trials.csv."""
     from autopeft.export import export_run
 
     folder, results = export_run(run_dir, out, storage, merged=merged)
-    Console().print(front_table(results.front, results.info.objectives, f"exported Pareto front ({results.front_stage})"))
+    title = f"exported Pareto front ({results.front_stage})"
+    Console().print(front_table(results.front, results.info.objectives, title))
     console.print(f"wrote {folder}")
 
 
-@app.command()
 def report(
     run_dir: RunDirArg,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Default: RUN_DIR/report.")] = None,

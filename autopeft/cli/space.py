@@ -10,11 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from autopeft.cli.app import ModelOpt, TrustOpt, app
+from autopeft.cli.options import ModelOpt, TrustOpt
 from autopeft.errors import AutopeftError
 
 space_app = typer.Typer(help="Inspect search spaces.", no_args_is_help=True)
-app.add_typer(space_app, name="space")
 
 SpaceArg = Annotated[Path, typer.Argument(help="Search-space YAML file.")]
 
@@ -32,7 +31,8 @@ def _largest_point(space) -> dict:
 
     from autopeft.space import count_trainable_params
 
-    params = {d.name: d.distribution.high for d in space.dimensions if not isinstance(d.distribution, CategoricalDistribution)}
+    params = {d.name: d.distribution.high for d in space.dimensions
+              if not isinstance(d.distribution, CategoricalDistribution)}
     # every categorical needs a value before any point can be decoded: start from the first choice
     params.update({d.name: d.distribution.choices[0] for d in space.dimensions
                    if isinstance(d.distribution, CategoricalDistribution)})

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import yaml
 
+from autopeft.atomic import check_output_folder, write_dir
 from autopeft.errors import AutopeftError
 from autopeft.search import records as R
-from autopeft.atomic import check_output_folder, write_dir
 from autopeft.search.records import TrialRecord
 from autopeft.search.results import RunResults, load_results
 
@@ -123,11 +123,10 @@ def _merged_writer(results: RunResults):
     from peft import PeftModel
 
     from autopeft.models import get_base_model
-    from autopeft.search.evaluator import load_search_task
     from autopeft.search.settings import SearchSettings
 
     settings = SearchSettings.model_validate(results.info.settings)
-    spec = load_search_task(settings).spec
+    spec = settings.task.load(settings.seed).spec
     base = get_base_model(settings.model, spec.kind, num_labels=max(spec.num_labels, 1),
                           trust_remote_code=settings.trust_remote_code)
 

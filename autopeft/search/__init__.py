@@ -1,7 +1,8 @@
 """Multi-objective search over a PEFT search space on Optuna studies (see :mod:`autopeft.search.engine`)."""
 
+from autopeft.backends.base import Evaluator
 from autopeft.search.engine import SearchEngine, SearchObserver, SearchOutcome, SearchPlan, SearchProgress, point_key
-from autopeft.search.evaluator import Evaluator, RunnerEvaluator, builders_adapter_builder
+from autopeft.search.evaluator import RunnerEvaluator, builders_adapter_builder
 from autopeft.search.objectives import Objective, parse_objectives
 from autopeft.search.records import TrialRecord, load_records, pareto_records
 from autopeft.search.samplers import SAMPLERS, create_sampler, default_sampler_name

@@ -12,18 +12,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autopeft._imports import require_installed
+from autopeft.atomic import write_json
 from autopeft.backends.base import Backend
 from autopeft.backends.local import LocalBackend
 from autopeft.data import is_higher_better
 from autopeft.errors import AutopeftError
-from autopeft.search import evaluator as evaluator_module
-from autopeft.atomic import write_json
 from autopeft.search.engine import SearchEngine, SearchObserver, SearchOutcome, SearchPlan
+from autopeft.search.evaluator import AdapterBuilder, SettingsEvaluatorFactory, make_runner_evaluator
 from autopeft.search.objectives import Objective, parse_objectives
-from autopeft.search.samplers import botorch_available, canonical_sampler_name
-from autopeft.search.settings import SearchSettings, base_fidelity, fidelity_rungs, parse_max_params
+from autopeft.search.samplers import canonical_sampler_name
+from autopeft.search.settings import SearchSettings, parse_max_params
 from autopeft.search.storage import (
-    check_storage_url, default_storage, has_credentials, is_remote_storage, local_storage_path, mask_url, open_storage,
+    check_storage_url,
+    default_storage,
+    has_credentials,
+    is_remote_storage,
+    local_storage_path,
+    mask_url,
+    open_storage,
 )
 
 RUN_FILE = "run.json"
@@ -47,7 +54,8 @@ class RunInfo:
         if override is None and self.storage_has_credentials:
             raise AutopeftError(f"the storage of run '{self.run_dir}' holds credentials that were not saved; "
                                 "pass it again with --storage")
-        url = default_storage(self.run_dir) if override is None and self.storage_in_run_dir else override or self.storage
+        in_run_dir = override is None and self.storage_in_run_dir
+        url = default_storage(self.run_dir) if in_run_dir else override or self.storage
         path = local_storage_path(url)
         if path is not None and not path.is_file():  # opening it would create an empty one
             raise AutopeftError(f"the storage of run '{self.run_dir}' is missing: {path} does not exist")
@@ -76,25 +84,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "search"
 
 
-def _ray_options(settings: SearchSettings):
-    from autopeft.backends.ray import RayOptions
-
-    return RayOptions(
-        address=settings.ray_address, cpus_per_trial=settings.cpus_per_trial,
-        gpus_per_trial=settings.gpus_per_trial, workers_per_trial=settings.workers_per_trial,
-        max_concurrent=settings.max_concurrent, max_failures=settings.trial_retries,
-        storage_path=settings.ray_storage,
-    )
-
-
-def _backend(settings: SearchSettings, task, run_dir: Path,
-             adapter_builder: evaluator_module.AdapterBuilder | None) -> Backend:
-    if settings.backend == "ray":
+def _backend(settings: SearchSettings, task, run_dir: Path, adapter_builder: AdapterBuilder | None) -> Backend:
+    if settings.backend.name == "ray":
         from autopeft.backends.ray import RayBackend
 
-        return RayBackend(evaluator_module.SettingsEvaluatorFactory(settings.for_workers()), _ray_options(settings),
-                          run_dir)
-    return LocalBackend(evaluator_module.make_runner_evaluator(settings, task, adapter_builder))
+        return RayBackend(SettingsEvaluatorFactory.for_search(settings), settings.backend.ray_options(), run_dir)
+    return LocalBackend(make_runner_evaluator(settings, task, adapter_builder))
 
 
 def _check_data_dimensions(space, train_size: int) -> None:
@@ -136,14 +131,10 @@ def _check_budget_reachable(space, max_params: int, seed: int) -> None:
 
 
 def _apply_priors(settings: SearchSettings, task, space, max_params: int | None, observer):
-    """``--prior heads``: LoFiT's head ranking, learned once (cached) for LoFiT modules.
-    ``--prior sensitivity``: the (cached) SPT map restricts placement to the most sensitive layers when asked,
-    and the space points nearest to SPT's allocations at ``prior_budgets`` start the search."""
-    import numpy as np
-
+    """Prepare the search's priors here, once (trials and Ray workers then read them from the cache); they may
+    narrow the space and give the points the search starts from (:mod:`autopeft.search.priors`)."""
     from autopeft.models import get_base_model
-    from autopeft.priors.spt import most_sensitive_layers, nearest_space_params, spt_allocation
-    from autopeft.space import SearchSpace, count_model_params
+    from autopeft.search.priors import prepared_priors
 
     def note(message: str) -> None:
         if observer is not None:
@@ -151,37 +142,10 @@ def _apply_priors(settings: SearchSettings, task, space, max_params: int | None,
 
     base = get_base_model(settings.model, task.spec.kind, num_labels=max(task.spec.num_labels, 1),
                           trust_remote_code=settings.trust_remote_code)
-    if "heads" in settings.prior:  # computed here once, so trials (and Ray workers) read it from the cache
-        _, meta, cached = evaluator_module.search_head_ranking(settings, base, task)
-        note("LoFiT head ranking " + ("read from the cache" if cached else f"learned in {meta['seconds']:.1f} s"))
-    if "sensitivity" not in settings.prior:
-        return space, []
-    smap, cached = evaluator_module.search_sensitivity(settings, base, task)
-    seconds = smap.meta["seconds"]
-    note("sensitivity map " + ("read from the cache" if cached else f"computed in {seconds:.1f} s"))
-    if settings.sensitive_layers is not None:
-        layers = most_sensitive_layers(smap.scores, base.config, settings.sensitive_layers)
-        placement = space.spec.placement.model_copy(update={"layers": layers})
-        space = SearchSpace(space.spec.model_copy(update={"placement": placement}), base.config, space.source)
-        note(f"placement restricted to the {len(layers)} most sensitive layers: {layers}")
-    model_params = count_model_params(base.config)
-    points = []
-    for text in settings.prior_budgets:
-        budget = parse_max_params(text, model_params)
-        if max_params is not None and budget > max_params:
-            note(f"SPT point at {text} skipped: over --max-params")
-            continue
-        try:
-            allocation = spt_allocation(smap.scores, base.config, budget)
-        except AutopeftError as exc:
-            note(f"SPT point at {text} skipped: {exc}")
-            continue
-        params = nearest_space_params(space, allocation, np.random.default_rng(settings.seed), max_params=max_params)
-        if params is None:
-            note("the space has neither LoRA nor sparse tuning: no SPT starting points")
-            break
-        points.append((params, f"prior:spt-{text}"))
-    return space, points
+    priors = prepared_priors(settings, base, task, note)
+    for prior in priors:
+        space = prior.restrict_space(space, note)
+    return space, [point for prior in priors for point in prior.starting_points(space, max_params, note)]
 
 
 @dataclass
@@ -206,17 +170,17 @@ def prepare_search(settings: SearchSettings) -> SearchSetup:
     from autopeft.models import load_model_config
     from autopeft.space import SearchSpace, count_model_params
 
-    if settings.deepspeed:
+    if settings.training.deepspeed:
         from autopeft.trial.distributed import resolve_deepspeed_config
 
-        resolve_deepspeed_config(settings.deepspeed)  # a bad preset or file fails now, not in every trial
-    if canonical_sampler_name(settings.sampler) == "botorch" and not botorch_available():
-        raise AutopeftError("sampler 'botorch' needs BoTorch: pip install 'autopeft[botorch]'")
-    if settings.backend == "ray":
-        _ray_options(settings)  # checks its numbers; the cluster is reached when the search starts
-    elif settings.workers_per_trial > 1:
+        resolve_deepspeed_config(settings.training.deepspeed)  # a bad preset or file fails now, not in every trial
+    if canonical_sampler_name(settings.sampler) == "botorch":
+        require_installed("botorch", "sampler 'botorch'")
+    if settings.backend.name == "ray":
+        settings.backend.ray_options()  # checks its numbers; the cluster is reached when the search starts
+    elif settings.backend.workers_per_trial > 1:
         raise AutopeftError("--workers-per-trial > 1 needs --backend ray (Ray Train runs the workers)")
-    rungs = fidelity_rungs(base_fidelity(settings), settings.fidelity, settings.fidelity_resource)
+    rungs = settings.fidelity.rung_fidelities()
     check_storage_url(settings.storage) if settings.storage else None
     model_config = load_model_config(settings.model, trust_remote_code=settings.trust_remote_code)
     space = SearchSpace.from_file(settings.space, model_config)
@@ -227,7 +191,7 @@ def prepare_search(settings: SearchSettings) -> SearchSetup:
                             f"model's {model_params:,}: give a budget below the model's size (e.g. 1%)")
     if max_params is not None:
         _check_budget_reachable(space, max_params, settings.seed)
-    task = evaluator_module.load_search_task(settings)
+    task = settings.task.load(settings.seed)
     spec = task.spec
     _check_data_dimensions(space, len(task.train))
     objectives = parse_objectives(settings.objectives, spec.metric, is_higher_better(spec.metric))
@@ -239,7 +203,7 @@ def prepare_search(settings: SearchSettings) -> SearchSetup:
     plan = SearchPlan(
         objectives=objectives,
         rungs=rungs,
-        eta=settings.eta,
+        eta=settings.fidelity.eta,
         trials=settings.trials if settings.trials is not None or settings.time_budget is not None else 20,
         time_budget=settings.time_budget_seconds,
         max_params=max_params,
@@ -254,14 +218,14 @@ def prepare_search(settings: SearchSettings) -> SearchSetup:
 
 
 def run_search(settings: SearchSettings, observer: SearchObserver | None = None,
-               adapter_builder: evaluator_module.AdapterBuilder | None = None,
+               adapter_builder: AdapterBuilder | None = None,
                setup: SearchSetup | None = None) -> tuple[SearchOutcome, RunInfo]:
     """Prepare (unless ``setup`` is given), load the model, open the storage, write run.json, search."""
     from dataclasses import replace
 
     setup = setup or prepare_search(settings)
     task, space, plan, run_dir, storage_url = setup.task, setup.space, setup.plan, setup.run_dir, setup.storage_url
-    if settings.prior:
+    if settings.priors.prior:
         space, initial_points = _apply_priors(settings, task, space, plan.max_params, observer)
         plan = replace(plan, initial_points=tuple(initial_points))
     objectives = plan.objectives

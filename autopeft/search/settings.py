@@ -1,5 +1,13 @@
 """Settings of one ``autopeft search`` run: a YAML/TOML file with the flags' keys, flags overriding it.
 
+Settings are read and written flat, keyed like the flags: config files, ``run.json`` and what a Ray
+worker receives all hold ``{"dataset": ..., "lr": ..., "backend": ...}``. In memory they are grouped
+by concern: ``settings.task`` (which data, :class:`TaskSettings`), ``settings.fidelity`` (how much
+training a trial gets), ``settings.training``, ``settings.backend`` and ``settings.priors``; the
+search's own settings (model, space, budget, sampler, storage) stay at the top. Three flat keys are
+named after their group and so read differently inside it: ``task`` is ``task.kind``, ``fidelity``
+is ``fidelity.rungs`` and ``backend`` is ``backend.name``.
+
 Parsing of the compact forms users type (``--time-budget 1h30m``, ``--max-params 0.5%``,
 ``--fidelity 0.25,0.5,1``) lives here too, so the CLI stays a thin shell.
 """
@@ -10,14 +18,28 @@ import math
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from autopeft.errors import AutopeftError
 from autopeft.search.objectives import DEFAULT_OBJECTIVES
 from autopeft.trial.fidelity import Fidelity
+
+if TYPE_CHECKING:
+    from autopeft.backends.ray import RayOptions
+    from autopeft.data import TaskData
+    from autopeft.trial import TrainingConfig
 
 
 def _as_value_error(check, *args, **kwargs) -> None:
@@ -28,31 +50,76 @@ def _as_value_error(check, *args, **kwargs) -> None:
         raise ValueError(str(exc)) from None
 
 
-class SearchSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _comma_separated(value):
+    """Flags and config files may give a list as one string: ``"a, b"`` -> ``["a", "b"]``."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
-    model: str
+
+def _known_strategy(name: str) -> str:
+    from autopeft.priors.selection import get_strategy
+
+    _as_value_error(get_strategy, name)
+    return name
+
+
+def _known_prior(name: str) -> str:
+    from autopeft.search.priors import PRIORS
+
+    if name not in PRIORS:  # worded like pydantic's Literal error, as --prior always was
+        names = [f"'{known}'" for known in PRIORS]
+        raise ValueError(f"Input should be {', '.join(names[:-1])} or {names[-1]}" if len(names) > 1
+                         else f"Input should be {names[0]}")
+    return name
+
+
+CommaList = Annotated[list[str], BeforeValidator(_comma_separated)]
+PriorList = Annotated[list[Annotated[str, AfterValidator(_known_prior)]], BeforeValidator(_comma_separated)]
+StrategyName = Annotated[str, AfterValidator(_known_strategy)]
+
+
+class SettingsGroup(BaseModel):
+    """Settings of one concern, validated from the flat keys it declares (a field's alias, else its name)."""
+
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+    @classmethod
+    def flat_keys(cls) -> tuple[str, ...]:
+        return tuple(field.alias or name for name, field in cls.model_fields.items())
+
+
+class TaskSettings(SettingsGroup):
+    """Which task to tune on: the dataset and how to read it (every command's task flags)."""
+
     dataset: str
-    space: str
     dataset_config: Optional[str] = None
-    task: Optional[str] = None
+    kind: Optional[str] = Field(None, alias="task")   # classification | regression | causal_lm; None: detected
     text_column: Optional[str] = None
     text_pair_column: Optional[str] = None
     label_column: Optional[str] = None
-    prompt_column: Optional[list[str]] = None
+    prompt_column: Optional[CommaList] = None
     response_column: Optional[str] = None
     metric: Optional[str] = None
-    objectives: list[str] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
-    trials: Optional[int] = Field(None, ge=1)
-    time_budget: Optional[Union[float, str]] = None
-    sampler: str = "auto"
-    max_params: Optional[Union[float, str]] = None
-    fidelity: list[float] = Field(default_factory=lambda: [1.0])
+
+    def load(self, seed: int) -> TaskData:
+        """The task's splits, read and split with ``seed`` (``autopeft.data.load_task``)."""
+        from autopeft.data import load_task
+
+        return load_task(
+            self.dataset, dataset_config=self.dataset_config, task=self.kind, text_column=self.text_column,
+            text_pair_column=self.text_pair_column, label_column=self.label_column,
+            prompt_columns=self.prompt_column or None, response_column=self.response_column, metric=self.metric,
+            seed=seed,
+        )
+
+
+class FidelitySettings(SettingsGroup):
+    """How much training a trial gets: the full fidelity, and the successive-halving rungs that scale it."""
+
+    rungs: list[float] = Field(default_factory=lambda: [1.0], alias="fidelity")
     fidelity_resource: Literal["data", "epochs"] = "data"
     eta: int = Field(3, ge=2)
-    final_seeds: int = Field(3, ge=0)
-    baselines: bool = True
-    quasi_random: Optional[int] = Field(None, ge=0)
     train_examples: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
     epochs: float = Field(1.0, gt=0, allow_inf_nan=False)
     max_steps: Optional[int] = Field(None, ge=1)
@@ -61,15 +128,60 @@ class SearchSettings(BaseModel):
     generation_examples: int = Field(0, ge=0)
     max_new_tokens: int = Field(128, ge=1)
     batch_size: int = Field(32, ge=1)
+
+    @field_validator("rungs", mode="before")
+    @classmethod
+    def _fractions(cls, value):
+        if isinstance(value, (int, float)):
+            return [float(value)]
+        if isinstance(value, str):
+            try:
+                return [float(part) for part in value.split(",") if part.strip()]
+            except ValueError:
+                raise ValueError("expected comma-separated fractions such as 0.25,0.5,1") from None
+        return value
+
+    @field_validator("rungs")
+    @classmethod
+    def _increasing_to_one(cls, rungs):
+        if not rungs or any(not 0 < f <= 1 for f in rungs):
+            raise ValueError("fidelity rungs must be fractions in (0, 1]")
+        if any(b <= a for a, b in zip(rungs, rungs[1:])):
+            raise ValueError("fidelity rungs must increase")
+        if rungs[-1] != 1:
+            raise ValueError("the last fidelity rung must be 1 (full fidelity)")
+        return rungs
+
+    def full(self) -> Fidelity:
+        """The fidelity of the last rung and of the final stage."""
+        return Fidelity(
+            train_examples=self.train_examples, epochs=self.epochs, max_steps=self.max_steps,
+            max_length=self.max_length, eval_examples=self.eval_examples,
+            generation_examples=self.generation_examples, max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+        )
+
+    def rung_fidelities(self) -> list[Fidelity]:
+        return fidelity_rungs(self.full(), self.rungs, self.fidelity_resource)
+
+
+class TrainingSettings(SettingsGroup):
+    """How a trial trains where its point leaves it open."""
+
     lr: float = Field(5e-4, gt=0, allow_inf_nan=False)
     bf16: bool = False
-    seed: int = Field(0, ge=0)
-    storage: Optional[str] = None
-    study_name: Optional[str] = None
-    out: Optional[str] = None
-    trust_remote_code: bool = False
     deepspeed: Optional[str] = None          # zero2 | zero3 | path to a DeepSpeed JSON config
-    backend: Literal["local", "ray"] = "local"
+
+    def config(self) -> TrainingConfig:
+        from autopeft.trial import TrainingConfig
+
+        return TrainingConfig(learning_rate=self.lr, bf16=self.bf16, deepspeed=self.deepspeed)
+
+
+class BackendSettings(SettingsGroup):
+    """Where trials run: here, one after another, or on a Ray cluster."""
+
+    name: Literal["local", "ray"] = Field("local", alias="backend")
     ray_address: str = "local"               # local | auto | host:port | ray://host:port
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -77,32 +189,32 @@ class SearchSettings(BaseModel):
     max_concurrent: Optional[int] = None
     trial_retries: int = 1                   # restarts of a Ray trial whose worker died
     ray_storage: Optional[str] = None        # Tune's trial folders; shared disk for a multi-node cluster
-    prior: list[Literal["sensitivity", "heads"]] = Field(default_factory=list)
+
+    def ray_options(self) -> RayOptions:
+        """Ray's options (checked: a bad number is an AutopeftError; the cluster is not reached)."""
+        from autopeft.backends.ray import RayOptions
+
+        return RayOptions(
+            address=self.ray_address, cpus_per_trial=self.cpus_per_trial, gpus_per_trial=self.gpus_per_trial,
+            workers_per_trial=self.workers_per_trial, max_concurrent=self.max_concurrent,
+            max_failures=self.trial_retries, storage_path=self.ray_storage,
+        )
+
+
+class PriorSettings(SettingsGroup):
+    """What the search knows before its first trial: task priors (:mod:`autopeft.search.priors`) and data
+    selection (:mod:`autopeft.search.subsets`)."""
+
+    prior: PriorList = Field(default_factory=list)
     prior_batches: int = Field(16, ge=1)                 # sensitivity: batches of gradient² (SPT's default)
-    prior_budgets: list[str] = Field(default_factory=lambda: ["0.1%", "0.5%", "1%"])  # SPT points to start from
+    prior_budgets: CommaList = Field(default_factory=lambda: ["0.1%", "0.5%", "1%"])  # SPT points to start from
     sensitive_layers: Optional[int] = Field(None, ge=1)  # restrict placement to the K most sensitive layers
-    subset_strategy: Optional[str] = None    # data selection for the fidelity's training subset (None: seeded random)
+    subset_strategy: Optional[StrategyName] = None    # data selection for the fidelity's training subset (None: random)
     embedding_model: Optional[str] = None    # embeddings for data selection (None: the model being tuned)
-    warmup_pool: list[str] = Field(default_factory=list)  # datasets whose texts the adapter warms up on (GOT-D)
-    warmup_strategy: str = "ot"
+    warmup_pool: CommaList = Field(default_factory=list)  # datasets whose texts the adapter warms up on (GOT-D)
+    warmup_strategy: StrategyName = "ot"
     warmup_size: Optional[str] = None        # count, fraction or N% of the pool
     warmup_epochs: float = Field(1.0, allow_inf_nan=False)
-
-    @field_validator("objectives", "prompt_column", "prior", "prior_budgets", "warmup_pool", mode="before")
-    @classmethod
-    def _comma_list(cls, value):
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("subset_strategy", "warmup_strategy")
-    @classmethod
-    def _known_strategy(cls, name):
-        if name is not None:
-            from autopeft.priors.selection import get_strategy
-
-            _as_value_error(get_strategy, name)
-        return name
 
     @field_validator("warmup_size")
     @classmethod
@@ -119,6 +231,60 @@ class SearchSettings(BaseModel):
         if not value > 0:
             raise ValueError("must be positive")
         return value
+
+    @model_validator(mode="after")
+    def _warmup_complete(self):
+        if self.warmup_pool and self.warmup_size is None:
+            raise ValueError("--warmup-pool needs --warmup-size (a count, a fraction or N% of the pool)")
+        if self.warmup_size is not None and not self.warmup_pool:
+            raise ValueError("--warmup-size needs --warmup-pool")
+        return self
+
+
+GROUPS: dict[str, type[SettingsGroup]] = {
+    "task": TaskSettings, "fidelity": FidelitySettings, "training": TrainingSettings, "backend": BackendSettings,
+    "priors": PriorSettings,
+}
+"""The attribute of :class:`SearchSettings` that holds each group."""
+
+
+class SearchSettings(BaseModel):
+    """Everything one search needs; built from (and written as) the flat mapping of flag keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    task: TaskSettings
+    space: str
+    objectives: CommaList = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
+    trials: Optional[int] = Field(None, ge=1)
+    time_budget: Optional[Union[float, str]] = None
+    sampler: str = "auto"
+    max_params: Optional[Union[float, str]] = None
+    fidelity: FidelitySettings = Field(default_factory=FidelitySettings)
+    final_seeds: int = Field(3, ge=0)
+    baselines: bool = True
+    quasi_random: Optional[int] = Field(None, ge=0)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    seed: int = Field(0, ge=0)
+    storage: Optional[str] = None
+    study_name: Optional[str] = None
+    out: Optional[str] = None
+    trust_remote_code: bool = False
+    backend: BackendSettings = Field(default_factory=BackendSettings)
+    priors: PriorSettings = Field(default_factory=PriorSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _group_flat_keys(cls, data):
+        """Sort the flat keys into their groups; a key no group or field knows stays here, to be refused."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for attribute, group in GROUPS.items():
+            # the group's own name goes in too: it is that group's key (``task``) or else unknown (``priors``)
+            data[attribute] = {key: data.pop(key) for key in (*group.flat_keys(), attribute) if key in data}
+        return data
 
     @field_validator("time_budget")
     @classmethod
@@ -143,54 +309,30 @@ class SearchSettings(BaseModel):
             raise ValueError(f"unknown sampler '{name}' (choose from: auto, {', '.join(SAMPLERS)})")
         return name
 
-    @field_validator("fidelity", mode="before")
-    @classmethod
-    def _fractions(cls, value):
-        if isinstance(value, (int, float)):
-            return [float(value)]
-        if isinstance(value, str):
-            try:
-                return [float(part) for part in value.split(",") if part.strip()]
-            except ValueError:
-                raise ValueError("expected comma-separated fractions such as 0.25,0.5,1") from None
-        return value
-
-    @field_validator("fidelity")
-    @classmethod
-    def _increasing_to_one(cls, rungs):
-        if not rungs or any(not 0 < f <= 1 for f in rungs):
-            raise ValueError("fidelity rungs must be fractions in (0, 1]")
-        if any(b <= a for a, b in zip(rungs, rungs[1:])):
-            raise ValueError("fidelity rungs must increase")
-        if rungs[-1] != 1:
-            raise ValueError("the last fidelity rung must be 1 (full fidelity)")
-        return rungs
-
-    @model_validator(mode="after")
-    def _warmup_complete(self):
-        if self.warmup_pool and self.warmup_size is None:
-            raise ValueError("--warmup-pool needs --warmup-size (a count, a fraction or N% of the pool)")
-        if self.warmup_size is not None and not self.warmup_pool:
-            raise ValueError("--warmup-size needs --warmup-pool")
-        return self
-
     @property
     def time_budget_seconds(self) -> float | None:
         return None if self.time_budget is None else parse_duration(self.time_budget)
+
+    def flat_dict(self) -> dict[str, Any]:
+        """The settings keyed like the flags (JSON types): what :meth:`model_validate` reads back."""
+        data = self.model_dump(mode="json", by_alias=True)
+        for attribute in GROUPS:
+            data.update(data.pop(attribute))
+        return data
 
     def public_dict(self, masked_storage: str | None) -> dict[str, Any]:
         """The settings as written to run.json: the storage URL, the Ray address and any other URL masked."""
         from autopeft.redact import mask_url, mask_values
 
-        data = self.model_dump(mode="json")
+        data = self.flat_dict()
         data["storage"] = masked_storage
-        data["ray_address"] = mask_url(self.ray_address)
+        data["ray_address"] = mask_url(self.backend.ray_address)
         return mask_values(data)
 
     def for_workers(self) -> dict[str, Any]:
         """What a trial worker needs to rebuild model, task and training: local paths made absolute
         (workers run in other folders), no storage URL or Ray address (they may hold credentials)."""
-        data = self.model_dump(mode="json")
+        data = self.flat_dict()
         for name in ("model", "dataset", "deepspeed", "embedding_model"):
             value = data.get(name)
             if value and Path(value).expanduser().exists():
@@ -244,7 +386,8 @@ def merge_settings(file_values: dict[str, Any], flag_values: dict[str, Any], sou
         return SearchSettings.model_validate(merged)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
+        location = first["loc"][1:] if first["loc"][:1] and first["loc"][0] in GROUPS else first["loc"]
+        field = ".".join(str(p) for p in location)  # the flat key, as the user wrote it
         message = first["msg"].removeprefix("Value error, ")
         raise AutopeftError(f"{source}: setting '{field.replace('_', '-')}': {message}") from None
 
@@ -287,18 +430,6 @@ def parse_max_params(value: float | str | None, model_params: int) -> int | None
     if not count > 0 or not math.isfinite(count):
         raise AutopeftError("--max-params must be positive")
     return int(count)
-
-
-def base_fidelity(settings: SearchSettings) -> Fidelity:
-    try:
-        return Fidelity(
-            train_examples=settings.train_examples, epochs=settings.epochs, max_steps=settings.max_steps,
-            max_length=settings.max_length, eval_examples=settings.eval_examples,
-            generation_examples=settings.generation_examples, max_new_tokens=settings.max_new_tokens,
-            batch_size=settings.batch_size,
-        )
-    except ValueError as exc:
-        raise AutopeftError(str(exc)) from None
 
 
 def fidelity_rungs(full: Fidelity, fractions: list[float], resource: str) -> list[Fidelity]:

@@ -10,9 +10,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from autopeft.errors import AutopeftError
+
+if TYPE_CHECKING:
+    from autopeft.search.settings import SearchSettings
+    from autopeft.trial.warmup import Warmup
 
 DEFAULT_EMBEDDING_MAX_LENGTH = 128
 
@@ -39,8 +45,13 @@ class TrainSubsets:
         self._orders: dict[str, np.ndarray] = {}
 
     def order(self, strategy: str) -> np.ndarray:
-        from autopeft.priors.selection import (SelectionInputs, load_or_compute_order, selection_fingerprint,
-                                               task_labels, task_texts)
+        from autopeft.priors.selection import (
+            SelectionInputs,
+            load_or_compute_order,
+            selection_fingerprint,
+            task_labels,
+            task_texts,
+        )
 
         if self._inputs is None:  # on first use: most searches never select
             texts = task_texts(self.task, "train")
@@ -70,8 +81,15 @@ def pool_warmup(task, *, pools: list[str], strategy: str, size: str, epochs: flo
                 max_length: int = DEFAULT_EMBEDDING_MAX_LENGTH):
     """The :class:`~autopeft.trial.warmup.Warmup` of ``--warmup-pool``: ``size`` pool texts chosen toward the
     task's train split by ``strategy`` (ranking cached), masked/causal-LM objective."""
-    from autopeft.priors.selection import (SelectionInputs, load_or_compute_order, parse_size, pool_from_datasets,
-                                           select, selection_fingerprint, task_texts)
+    from autopeft.priors.selection import (
+        SelectionInputs,
+        load_or_compute_order,
+        parse_size,
+        pool_from_datasets,
+        select,
+        selection_fingerprint,
+        task_texts,
+    )
     from autopeft.trial.warmup import Warmup
 
     texts, sources = pool_from_datasets(pools)
@@ -85,7 +103,18 @@ def pool_warmup(task, *, pools: list[str], strategy: str, size: str, epochs: flo
                   label=f"{strategy}:{len(chosen)} of {len(texts)}")
 
 
-def check_strategy(name: str) -> None:
-    from autopeft.priors.selection import get_strategy
+def search_subsets(settings: SearchSettings, task) -> TrainSubsets:
+    """The rankings a search's trials cut their training subsets from (``--subset-strategy`` or the space's
+    ``data:``)."""
+    return TrainSubsets(task, embedding_model=settings.priors.embedding_model or settings.model, seed=settings.seed,
+                        default_strategy=settings.priors.subset_strategy, max_length=settings.fidelity.max_length)
 
-    get_strategy(name)
+
+def search_warmup(settings: SearchSettings, task) -> Warmup | None:
+    """``--warmup-pool``'s selection (ranking cached, so the driver and every worker pick the same texts)."""
+    priors = settings.priors
+    if not priors.warmup_pool:
+        return None
+    return pool_warmup(task, pools=priors.warmup_pool, strategy=priors.warmup_strategy, size=priors.warmup_size,
+                       epochs=priors.warmup_epochs, embedding_model=priors.embedding_model or settings.model,
+                       seed=settings.seed, max_length=settings.fidelity.max_length)
