@@ -17,7 +17,8 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -195,17 +196,28 @@ def replace_dir(tmp: Path, path: str | Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """All or nothing: ``write(folder)`` fills a temp folder beside ``path``, which then replaces ``path``.
+@contextmanager
+def staged_dir(path: str | Path, *, keep_existing: bool = False) -> Iterator[Path]:
+    """All or nothing: the block fills an empty temp folder beside ``path``, which then becomes ``path``,
+    replacing an older one, or, with ``keep_existing``, giving way to a ``path`` that another writer
+    completed first (a cache entry: the same content either way).
 
-    If ``write`` raises, nothing is left behind: not the temp folder, nor the parent folders made for it.
+    If the block raises, nothing is left behind: not the temp folder, nor the parent folders made for it.
     """
     path = Path(path)
     made = [parent for parent in reversed(path.parents) if not parent.exists()]
     staging = temp_dir_beside(path)
     try:
-        write(staging)
-        replace_dir(staging, path)
+        yield staging
+        if not keep_existing:
+            replace_dir(staging, path)
+        else:
+            try:
+                os.rename(staging, path)
+            except OSError:
+                if not path.is_dir():
+                    raise
+                shutil.rmtree(staging, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for parent in reversed(made):  # innermost first; only folders this call created and left empty
@@ -214,7 +226,13 @@ def write_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
             except OSError:
                 break
         raise
-    return path
+
+
+def write_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """:func:`staged_dir` with a callback: ``write(folder)`` fills the folder that replaces ``path``."""
+    with staged_dir(path) as staging:
+        write(staging)
+    return Path(path)
 
 
 def check_output_folder(out: str | Path, earlier_output: Callable[[Path], bool], command: str) -> None:

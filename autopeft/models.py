@@ -182,7 +182,7 @@ class BaseModel:
     _head_names: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, name: str, kind: str, *, num_labels: int = 2, trust_remote_code: bool = False) -> "BaseModel":
+    def load(cls, name: str, kind: str, *, num_labels: int = 2, trust_remote_code: bool = False) -> BaseModel:
         source = resolve_model(name)
         tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
         model = load_model(source, kind, num_labels=num_labels, trust_remote_code=trust_remote_code)

@@ -1,9 +1,11 @@
-"""Shared pieces of the benchmark scripts (bench_search / bench_quality / bench_overhead / bench_fidelity).
+"""Shared pieces of the benchmark scripts (``scripts/bench_<name>.py``).
 
-Every script takes ``--size toy|quick|full`` (a preset of its options; any option given on the
-command line overrides the preset) and ``--out FOLDER``, and writes ``FOLDER/<name>.json`` and
-``FOLDER/<name>.md``. quick and full default to ``benchmarks/``; toy (what the CI test runs) must be
-given its own ``--out`` so it never overwrites committed results.
+Every script has a ``main(argv=None)`` (the CI test calls it in-process), imports autopeft lazily,
+takes ``--size`` (a preset of its options, from its ``PRESETS``: toy, quick and, where a larger run
+exists, full; any option given on the command line overrides the preset) and ``--out FOLDER``, and
+writes ``FOLDER/<name>.json`` (settings, machine, seconds, data) and ``FOLDER/<name>.md`` through
+:func:`write`. quick reproduces the committed figures; quick and full default to ``benchmarks/``;
+toy (what the CI test runs) must be given its own ``--out`` so it never overwrites committed results.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 SPACES = ROOT / "search_spaces"
-SIZES = ("toy", "quick", "full")
 if str(ROOT) not in sys.path:  # benchmark this checkout's autopeft, whichever copy is installed
     sys.path.insert(0, str(ROOT))
 
@@ -69,7 +70,8 @@ def per_task(text: str | None, tasks: list[str]) -> dict[str, int | None]:
 def parse_args(parser: argparse.ArgumentParser, presets: dict[str, dict], argv: list[str] | None,
                name: str) -> argparse.Namespace:
     """Options left unset (None) take the ``--size`` preset's value."""
-    parser.add_argument("--size", choices=SIZES, default="quick", help="preset of every option below (default quick)")
+    parser.add_argument("--size", choices=list(presets), default="quick",
+                        help="preset of the options above (default quick)")
     parser.add_argument("--out", type=Path, help="folder for the JSON + markdown (default benchmarks/; toy needs one)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

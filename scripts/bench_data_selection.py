@@ -6,8 +6,8 @@ up on them with masked LM (1 epoch), then trained on the 1k target; "none" train
 Part "subset" (cheap low-fidelity trials): each strategy picks N examples of SST-2 train to train on.
 Embeddings: MiniLM mean-pooled (cached); the OT solve time over the whole pool is reported.
 
-    python scripts/bench_data_selection.py [--parts pool,subset] [--budgets 2000,5000] [--seeds 3]
-    -> benchmarks/data_selection.json and .md
+    python scripts/bench_data_selection.py --size quick|toy [--out DIR] [overrides]
+    -> benchmarks/data_selection.json and benchmarks/data_selection.md
 """
 
 from __future__ import annotations
@@ -15,15 +15,25 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench_common as C  # noqa: E402
+
 POOL_STRATEGIES = "random,kcenter,similarity,dsir,ot"  # target-aware ones + k-center; el2n/stratified need labels
 SUBSET_STRATEGIES = "random,stratified,kcenter,similarity,el2n"  # dsir and ot rank a pool against itself at random
+PRESETS = {
+    "toy": dict(parts="subset", budgets="16", subset_sizes="16", pool_strategies="random",
+                subset_strategies="random,stratified", seeds=1, target_size=16, epochs=1.0, max_length=16,
+                eval_examples=16),
+    "quick": dict(parts="pool,subset", budgets="2000,5000", subset_sizes="1000", pool_strategies=POOL_STRATEGIES,
+                  subset_strategies=SUBSET_STRATEGIES, seeds=3, target_size=1000, epochs=2.0, max_length=64,
+                  eval_examples=0),
+}
 
 
 def lora_point(layers: int):
@@ -37,7 +47,7 @@ def train(runner, base, args, seed: int, indices: np.ndarray, warmup=None) -> di
     from autopeft.builders import build_adapter
     from autopeft.trial import Fidelity, TrainingConfig
 
-    fidelity = Fidelity(epochs=args.epochs, max_length=args.max_length, eval_examples=args.eval_examples)
+    fidelity = Fidelity(epochs=args.epochs, max_length=args.max_length, eval_examples=args.eval_examples or None)
     result = runner.run(build_adapter(lora_point(base.config.num_hidden_layers), base.config, "classification"),
                         fidelity, seed, TrainingConfig(learning_rate=args.lr), train_indices=indices, warmup=warmup)
     if not result.ok:
@@ -47,14 +57,20 @@ def train(runner, base, args, seed: int, indices: np.ndarray, warmup=None) -> di
 
 
 def pool_part(args, base, task, runner, embed) -> tuple[list[dict], dict]:
-    from autopeft.priors.selection import (SelectionInputs, load_or_compute_order, pool_from_datasets, select,
-                                           selection_fingerprint, task_texts)
+    from autopeft.priors.selection import (
+        SelectionInputs,
+        load_or_compute_order,
+        pool_from_datasets,
+        select,
+        selection_fingerprint,
+        task_texts,
+    )
     from autopeft.trial.warmup import Warmup
 
     texts = task_texts(task, "train")
     target_rows = np.sort(np.random.default_rng(args.target_seed).permutation(len(texts))[: args.target_size])
     rest = np.setdiff1d(np.arange(len(texts)), target_rows)
-    other_texts, other_sources = pool_from_datasets([str(DATASETS / name) for name in ("trec", "glue_cola")])
+    other_texts, other_sources = pool_from_datasets([str(C.DATASETS / name) for name in ("trec", "glue_cola")])
     pool_texts = [texts[i] for i in rest] + list(other_texts)
     origin = np.array(["glue_sst2"] * len(rest) + [source[0] for source in other_sources])
     inputs = SelectionInputs(pool_texts=pool_texts, pool_labels=None,
@@ -86,8 +102,14 @@ def pool_part(args, base, task, runner, embed) -> tuple[list[dict], dict]:
 
 
 def subset_part(args, base, task, runner, embed) -> tuple[list[dict], dict]:
-    from autopeft.priors.selection import (SelectionInputs, load_or_compute_order, select, selection_fingerprint,
-                                           task_labels, task_texts)
+    from autopeft.priors.selection import (
+        SelectionInputs,
+        load_or_compute_order,
+        select,
+        selection_fingerprint,
+        task_labels,
+        task_texts,
+    )
 
     texts = task_texts(task, "train")
     inputs = SelectionInputs(pool_texts=texts, pool_labels=task_labels(task, "train"), target_texts=texts, embed=embed)
@@ -112,7 +134,7 @@ def _small(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
-def markdown(data: dict, args) -> str:
+def markdown(data: dict, args) -> list[str]:
     lines = ["# Data selection: strategies vs random (MiniLM + LoRA r8 q,v, SST-2 dev accuracy)", "",
              f"Training: lr {args.lr}, {args.epochs} epoch(s), length {args.max_length}, batch 32, "
              f"{args.eval_examples or 'all'} dev examples; seeds 0..{args.seeds - 1} (the seed drives the selection "
@@ -155,35 +177,36 @@ def markdown(data: dict, args) -> str:
                          f"{statistics.pstdev(accuracy):.4f} | {delta} | "
                          f"{f'{statistics.mean(s for s in seconds if s is not None):.1f}' if seconds and any(s is not None for s in seconds) else 'cached'} | {notes} |")
         lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="pool,subset")
-    parser.add_argument("--budgets", default="2000,5000", help="pool part: warm-up examples selected")
-    parser.add_argument("--subset-sizes", default="1000", help="subset part: training examples selected")
-    parser.add_argument("--pool-strategies", default=POOL_STRATEGIES)
-    parser.add_argument("--subset-strategies", default=SUBSET_STRATEGIES)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--target-size", type=int, default=1000)
+    parser.add_argument("--parts", help="comma-separated: pool, subset")
+    parser.add_argument("--budgets", help="pool part: warm-up examples selected")
+    parser.add_argument("--subset-sizes", help="subset part: training examples selected")
+    parser.add_argument("--pool-strategies")
+    parser.add_argument("--subset-strategies")
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--target-size", type=int)
     parser.add_argument("--target-seed", type=int, default=0)
-    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--epochs", type=float)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--eval-examples", type=int, default=None)
+    parser.add_argument("--max-length", type=int)
+    parser.add_argument("--eval-examples", type=int, help="dev examples scored (0: all)")
     parser.add_argument("--embedding-model", default="minilm")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
-    args = parser.parse_args()
-    args.budgets = [int(b) for b in args.budgets.split(",")]
-    args.subset_sizes = [int(b) for b in args.subset_sizes.split(",")]
+    args = C.parse_args(parser, PRESETS, argv, "data_selection")
+    started = time.perf_counter()
+    C.quiet()
+    args.budgets = C.ints(args.budgets)
+    args.subset_sizes = C.ints(args.subset_sizes)
 
     from autopeft.data import load_task
     from autopeft.models import get_base_model
     from autopeft.priors.selection import cached_embeddings, encoder_signature
     from autopeft.trial import TrialRunner
 
-    task = load_task(str(DATASETS / "glue_sst2"))
+    task = load_task(str(C.DATASETS / "glue_sst2"))
     base = get_base_model("minilm", "classification", num_labels=task.spec.num_labels)
     runner = TrialRunner(base, task)
 
@@ -192,16 +215,12 @@ def main() -> None:
 
     embed.identity = {"model": encoder_signature(args.embedding_model), "max_length": args.max_length}
 
-    data = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "rows": [],
-            "info": {}}
-    for part in args.parts.split(","):
+    data = {"rows": [], "info": {}}
+    for part in C.csv(args.parts):
         rows, info = (pool_part if part == "pool" else subset_part)(args, base, task, runner, embed)
         data["rows"] += rows
         data["info"][part] = info
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "data_selection.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
-    (args.out / "data_selection.md").write_text(markdown(data, args))
-    print(markdown(data, args))
+    C.write(args, data, markdown(data, args), started)
 
 
 if __name__ == "__main__":

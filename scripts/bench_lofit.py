@@ -2,9 +2,10 @@
 
 MiniLM on SST-2 and TREC (classification), and SmolLM2-135M SFT on a GSM8K subset (eval loss and
 greedy exact match). Step 1 (head selection, `autopeft select-heads`) runs once per task (cached);
-step 2 trains offsets on the K best heads. K is a fraction of all heads (default 10 %).
+step 2 trains offsets on the K best heads. K is a fraction of all heads (default 10 %). full
+trains and scores SmolLM2 on more GSM8K examples.
 
-    python scripts/bench_lofit.py [--tasks minilm:glue_sst2,minilm:trec,smollm2-135m:gsm8k] [--seeds 3]
+    python scripts/bench_lofit.py --size quick|full|toy [--out DIR] [overrides]
     -> benchmarks/lofit.json and benchmarks/lofit.md
 """
 
@@ -13,11 +14,24 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench_common as C  # noqa: E402
+
+PRESETS = {
+    "toy": dict(tasks="minilm:glue_rte", seeds=1, methods="lofit-learned,lora-r8", head_fraction=0.1,
+                train_examples=16, epochs=1.0, eval_examples=16, select_epochs=1, select_examples=32,
+                lm_train_examples=8, lm_select_examples=8, lm_max_length=32, lm_eval_examples=4,
+                lm_generation_examples=1),
+    "quick": dict(tasks="minilm:glue_sst2,minilm:trec,smollm2-135m:gsm8k", seeds=3,
+                  methods="lofit-learned,lofit-random,lora-r8", head_fraction=0.1, train_examples=1500, epochs=2.0,
+                  eval_examples=500, select_epochs=2, select_examples=1000, lm_train_examples=64,
+                  lm_select_examples=200, lm_max_length=256, lm_eval_examples=32, lm_generation_examples=8),
+}
+PRESETS["full"] = PRESETS["quick"] | dict(lm_train_examples=200, lm_eval_examples=64, lm_generation_examples=16)
 
 
 def fidelity_for(kind: str, args):
@@ -68,7 +82,7 @@ def run(args) -> dict:
     rows, selection = [], {}
     for spec in args.tasks.split(","):
         model_name, task_name = spec.split(":")
-        task = load_task(str(DATASETS / task_name))
+        task = load_task(str(C.DATASETS / task_name))
         kind = task.spec.kind
         base = get_base_model(model_name, kind, num_labels=max(task.spec.num_labels, 1))
         layers, heads = base.config.num_hidden_layers, base.config.num_attention_heads
@@ -106,7 +120,7 @@ def run(args) -> dict:
     return {"rows": rows, "step1": selection}
 
 
-def markdown(data: dict, args) -> str:
+def markdown(data: dict, args) -> list[str]:
     lines = ["# LoFiT: learned heads vs random heads vs LoRA r8", "",
              f"K = {args.head_fraction:.0%} of the heads. MiniLM: {args.train_examples} training examples × "
              f"{args.epochs} epoch(s), length 64, batch 32, {args.eval_examples} dev examples. SmolLM2-135M on GSM8K: "
@@ -134,38 +148,34 @@ def markdown(data: dict, args) -> str:
         for task, s in data["step1"].items())]
     lines += ["", "Mean ‖A‖ per layer after step 1 (first to last layer): " + "; ".join(
         f"{task} {s['layer_mean_norm']}" for task, s in data["step1"].items() if "layer_mean_norm" in s)]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="minilm:glue_sst2,minilm:trec,smollm2-135m:gsm8k")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--methods", default="lofit-learned,lofit-random,lora-r8",
-                        help="of lofit-learned, lofit-random, lofit-layer-normalised, lora-r8")
-    parser.add_argument("--head-fraction", type=float, default=0.1)
-    parser.add_argument("--train-examples", type=int, default=1500)
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--eval-examples", type=int, default=500)
-    parser.add_argument("--lm-train-examples", type=int, default=200)
-    parser.add_argument("--lm-select-examples", type=int, default=200)
-    parser.add_argument("--lm-max-length", type=int, default=256)
-    parser.add_argument("--lm-eval-examples", type=int, default=64)
-    parser.add_argument("--lm-generation-examples", type=int, default=16)
+    parser.add_argument("--tasks", help="comma-separated model:dataset (a folder under shared/datasets)")
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--methods", help="of lofit-learned, lofit-random, lofit-layer-normalised, lora-r8")
+    parser.add_argument("--head-fraction", type=float)
+    parser.add_argument("--train-examples", type=int)
+    parser.add_argument("--epochs", type=float)
+    parser.add_argument("--eval-examples", type=int)
+    parser.add_argument("--lm-train-examples", type=int)
+    parser.add_argument("--lm-select-examples", type=int)
+    parser.add_argument("--lm-max-length", type=int)
+    parser.add_argument("--lm-eval-examples", type=int)
+    parser.add_argument("--lm-generation-examples", type=int)
     parser.add_argument("--lofit-lr", type=float, default=5e-2)  # offsets start at 0: 5e-3 left SST-2 at 0.64, 5e-2 0.74
     parser.add_argument("--lora-lr", type=float, default=3e-3)
     parser.add_argument("--l1", type=float, default=5e-4)  # = select-heads defaults
     parser.add_argument("--select-lr", type=float, default=5e-3)
-    parser.add_argument("--select-epochs", type=int, default=2)
-    parser.add_argument("--select-examples", type=int, default=1000)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
-    args = parser.parse_args()
+    parser.add_argument("--select-epochs", type=int)
+    parser.add_argument("--select-examples", type=int)
+    args = C.parse_args(parser, PRESETS, argv, "lofit")
+    started = time.perf_counter()
+    C.quiet()
     data = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "lofit.json").write_text(json.dumps({"settings": vars(args) | {"out": str(args.out)}, **data},
-                                                    indent=2, default=str) + "\n")
-    (args.out / "lofit.md").write_text(markdown(data, args))
-    print(markdown(data, args))
+    C.write(args, data, markdown(data, args), started)
 
 
 if __name__ == "__main__":

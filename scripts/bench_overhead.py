@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as C  # noqa: E402
+
 from autopeft.backends.base import FINISHED  # noqa: E402
 from autopeft.backends.local import LocalBackend  # noqa: E402
 

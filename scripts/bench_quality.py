@@ -48,9 +48,9 @@ LABELS = {"full": "full fine-tuning", "ia3": "IA3 (key, value, FFN out)", "bitfi
 
 def hand_made(config) -> dict:
     """method -> (label, PeftPoint) for the named baselines, IA3 and BitFit on every layer."""
+    from autopeft.modules import get_module_type
     from autopeft.search.initial_design import BASELINES
     from autopeft.space import ModuleChoice, PeftPoint
-    from autopeft.space.space import DEFAULT_TARGETS
 
     layers = range(config.num_hidden_layers)
 
@@ -63,7 +63,7 @@ def hand_made(config) -> dict:
               for b in BASELINES}
     for kind in ("ia3", "bitfit"):
         points[kind] = (LABELS[kind], PeftPoint({kind: ModuleChoice(kind, dict.fromkeys(layers, 1),
-                                                                    tuple(DEFAULT_TARGETS[kind]))}))
+                                                                    get_module_type(kind).targets)}))
     return points
 
 

@@ -7,7 +7,7 @@ each in a fresh process:
   ray-2x1cpu    Ray, two trials at once with one CPU each: concurrency vs threads
 Wall time includes everything the user waits for (Ray start, workers loading the model).
 
-    python scripts/bench_ray.py [--trials 6] [--train-examples 3000]
+    python scripts/bench_ray.py --size quick|toy [--out DIR] [--trials 6] [--train-examples 3000]
     -> benchmarks/ray.json and benchmarks/ray.md
 """
 
@@ -23,8 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SST2 = ROOT.parent / "shared" / "datasets" / "glue_sst2"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench_common as C  # noqa: E402
+
+PRESETS = {
+    "toy": dict(trials=2, train_examples=16, eval_examples=16, configs="local"),
+    "quick": dict(trials=6, train_examples=3000, eval_examples=500, configs="local,ray-1x2cpu,ray-2x1cpu"),
+}
 CONFIGS = {
     "local": {"backend": "local"},
     "ray-1x2cpu": {"backend": "ray", "cpus_per_trial": 2, "max_concurrent": 1},
@@ -43,7 +48,7 @@ def run_one(name: str, args, out: Path) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cpus = os.cpu_count() or 1
     settings = merge_settings({}, dict(
-        model="minilm", dataset=str(SST2), space=str(ROOT / "search_spaces" / "lora.yaml"), trials=args.trials,
+        model="minilm", dataset=C.dataset_path("sst2"), space=C.space_path("lora"), trials=args.trials,
         sampler="random", baselines=False, quasi_random=0, final_seeds=0, train_examples=args.train_examples,
         eval_examples=args.eval_examples, max_length=64, lr=3e-3, seed=0, out=str(out / name),
         ray_address="local", **CONFIGS[name]))
@@ -65,7 +70,7 @@ def run_one(name: str, args, out: Path) -> dict:
     }
 
 
-def markdown(rows: list[dict], args) -> str:
+def markdown(rows: list[dict], args) -> list[str]:
     by = {r["config"]: r for r in rows}
     lines = [
         "# Local vs Ray backend (MiniLM, SST-2)", "",
@@ -84,38 +89,35 @@ def markdown(rows: list[dict], args) -> str:
     same = len({tuple(r["points"]) for r in rows}) == 1
     lines += ["", f"Same points in every run: {'yes' if same else 'NO'}.",
               "Target: Ray (one trial at a time) ≤ 1.15 × local."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--train-examples", type=int, default=3000)
-    parser.add_argument("--eval-examples", type=int, default=500)
-    parser.add_argument("--configs", default=",".join(CONFIGS))
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
+    parser.add_argument("--trials", type=int)
+    parser.add_argument("--train-examples", type=int)
+    parser.add_argument("--eval-examples", type=int)
+    parser.add_argument("--configs", help=f"comma-separated: {', '.join(CONFIGS)}")
     parser.add_argument("--one", help=argparse.SUPPRESS)        # internal: run one config, print its JSON
     parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = C.parse_args(parser, PRESETS, argv, "ray")
     if args.one:
         print("RESULT " + json.dumps(run_one(args.one, args, args.run_dir)))
         return
+    started = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for name in args.configs.split(","):
-            command = [sys.executable, __file__, "--one", name, "--run-dir", folder, "--trials", str(args.trials),
+        for name in C.csv(args.configs):
+            command = [sys.executable, __file__, "--one", name, "--run-dir", folder, "--size", args.size,
+                       "--out", str(args.out), "--trials", str(args.trials),
                        "--train-examples", str(args.train_examples), "--eval-examples", str(args.eval_examples)]
             done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-            line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+            line = next((text for text in done.stdout.splitlines() if text.startswith("RESULT ")), None)
             if line is None:
                 raise SystemExit(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
             rows.append(json.loads(line.removeprefix("RESULT ")))
             print(f"{name}: {rows[-1]['wall_seconds']} s", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ray.json").write_text(json.dumps({"settings": vars(args) | {"out": str(args.out)}, "runs": rows},
-                                                  indent=2, default=str) + "\n")
-    (args.out / "ray.md").write_text(markdown(rows, args))
-    print(markdown(rows, args))
+    C.write(args, {"runs": rows}, markdown(rows, args), started)
 
 
 if __name__ == "__main__":

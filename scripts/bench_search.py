@@ -54,7 +54,7 @@ def reference_point(task: str, max_length: int, eval_examples: int | None) -> di
 
     data, base = C.load(task, tokenize_length=max_length)
     labels = data.validation[data.spec.label_column]
-    scored = [labels[i] for i in TrialRunner._eval_subset(len(labels), Fidelity(eval_examples=eval_examples))]
+    scored = [labels[i] for i in TrialRunner.eval_subset(len(labels), Fidelity(eval_examples=eval_examples))]
     majority = Counter(scored).most_common(1)[0][1] / len(scored) if data.spec.metric == "accuracy" else 0.0
     return {"metric": data.spec.metric, "metric_value": majority, "params": count_model_params(base.config),
             "scored_examples": len(scored)}

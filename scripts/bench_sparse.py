@@ -5,21 +5,26 @@ SHiRA needs exactly r·(d_in + d_out) entries per matrix, so both get that many 
 top-scoring ones of a random score map, the same indices for both); SPT's masks, with any count per
 matrix, only fit autopeft's tuner.
 
-    python scripts/bench_sparse.py [--rank 4] [--steps 20]  -> benchmarks/sparse_speed.json and .md
+    python scripts/bench_sparse.py --size quick|toy [--out DIR] [--rank 4] [--steps 20]
+    -> benchmarks/sparse.json and benchmarks/sparse.md
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench_common as C  # noqa: E402
+import torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+PRESETS = {
+    "toy": dict(rank=1, steps=2),
+    "quick": dict(rank=4, steps=20),
+}
 TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
 
 
@@ -50,13 +55,13 @@ def step_seconds(model, batch, steps: int) -> list[float]:
     return times
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rank", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
-    args = parser.parse_args()
-
+    parser.add_argument("--rank", type=int)
+    parser.add_argument("--steps", type=int)
+    args = C.parse_args(parser, PRESETS, argv, "sparse")
+    started = time.perf_counter()
+    C.quiet()
     from peft import ShiraConfig, get_peft_model
 
     from autopeft.models import get_base_model
@@ -89,18 +94,14 @@ def main() -> None:
     results["classifier only (no adapter)"] = {"trainable_params": 0,
                                               "median_step_seconds": round(statistics.median(times), 4),
                                               "examples_per_second": round(32 / statistics.median(times), 1)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sparse_speed.json").write_text(json.dumps({"rank": args.rank, "steps": args.steps,
-                                                            "threads": torch.get_num_threads(), "results": results},
-                                                           indent=2) + "\n")
     lines = ["# Sparse tuning: scatter delta (autopeft) vs SHiRA (PEFT), MiniLM training step", "",
-             f"Batch 32 × 64 tokens, AdamW, {args.steps} timed steps after 3 warm-up, {torch.get_num_threads()} threads, "
-             f"{platform.machine()}; mask = {args.rank}·(d_in + d_out) entries in each of the 36 role matrices, the same "
-             "indices for both.", "", "| method | trainable params | median step (s) | examples/s |", "|---|---:|---:|---:|"]
+             f"Batch 32 × 64 tokens, AdamW, {args.steps} timed steps after 3 warm-up, "
+             f"{torch.get_num_threads()} threads; mask = {args.rank}·(d_in + d_out) entries in each of the 36 role "
+             "matrices, the same indices for both.",
+             "", "| method | trainable params | median step (s) | examples/s |", "|---|---:|---:|---:|"]
     lines += [f"| {name} | {r['trainable_params']:,} | {r['median_step_seconds']} | {r['examples_per_second']} |"
               for name, r in results.items()]
-    (args.out / "sparse_speed.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    C.write(args, {"results": results}, lines, started)
 
 
 if __name__ == "__main__":

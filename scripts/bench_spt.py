@@ -4,7 +4,7 @@ The budgets are those of uniform LoRA on query/value in every layer at the given
 LoRA baseline matches them exactly; the SPT point (sensitivity map of the task, then SPT's
 allocation at that budget) is trained with the same fidelity, learning rate and seeds.
 
-    python scripts/bench_spt.py [--tasks glue_sst2,trec] [--ranks 1,8] [--seeds 3] [--train-examples 1500]
+    python scripts/bench_spt.py --size quick|toy [--out DIR] [overrides]
     -> benchmarks/spt.json and benchmarks/spt.md
 """
 
@@ -13,12 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench_common as C  # noqa: E402
+
+PRESETS = {
+    "toy": dict(tasks="glue_rte", ranks="1", seeds=1, train_examples=16, epochs=1.0, eval_examples=16, max_length=16),
+    "quick": dict(tasks="glue_sst2,trec", ranks="1,8", seeds=3, train_examples=1500, epochs=2.0, eval_examples=500,
+                  max_length=64),
+}
 
 
 def uniform_lora(rank: int, layers: int):
@@ -43,7 +50,7 @@ def run(args) -> dict:
     rows, costs = [], {}
     with tempfile.TemporaryDirectory() as folder:
         for task_name in args.tasks.split(","):
-            task = load_task(str(DATASETS / task_name))
+            task = load_task(str(C.DATASETS / task_name))
             base = get_base_model("minilm", task.spec.kind, num_labels=task.spec.num_labels)
             start = time.perf_counter()
             smap = compute_sensitivity(base, task, batches=16, batch_size=32, max_length=args.max_length, seed=0)
@@ -69,7 +76,7 @@ def run(args) -> dict:
     return {"rows": rows, "sensitivity_seconds": costs}
 
 
-def markdown(data: dict, args) -> str:
+def markdown(data: dict, args) -> list[str]:
     lines = ["# SPT allocation vs uniform LoRA at equal budgets (MiniLM)", "",
              f"Fidelity: {args.train_examples} training examples × {args.epochs} epoch(s), max length {args.max_length}, "
              f"batch 32, lr {args.lr}, {args.eval_examples} dev examples; seeds 0..{args.seeds - 1}. LoRA = rank r on "
@@ -86,29 +93,26 @@ def markdown(data: dict, args) -> str:
         std = statistics.pstdev(values) if len(values) > 1 else 0.0
         lines.append(f"| {task} | {budget:,} | {method} | {rows[0]['metric']} {mean:.4f} ± {std:.4f} | "
                      f"{rows[0]['adapter_params']:,} | {rows[0]['lora_matrices']} | {rows[0]['sparse_entries']:,} |")
-    lines += ["", "Sensitivity pass (16 × 32 examples, fresh head, 2 CPU threads): "
+    lines += ["", "Sensitivity pass (16 × 32 examples, fresh head): "
               + ", ".join(f"{task} {seconds} s" for task, seconds in data["sensitivity_seconds"].items()) + "."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="glue_sst2,trec")
-    parser.add_argument("--ranks", default="1,8")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--train-examples", type=int, default=1500)
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--eval-examples", type=int, default=500)
-    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--tasks", help="comma-separated dataset folders under shared/datasets")
+    parser.add_argument("--ranks", help="comma-separated LoRA ranks: the budgets")
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--train-examples", type=int)
+    parser.add_argument("--epochs", type=float)
+    parser.add_argument("--eval-examples", type=int)
+    parser.add_argument("--max-length", type=int)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
-    args = parser.parse_args()
+    args = C.parse_args(parser, PRESETS, argv, "spt")
+    started = time.perf_counter()
+    C.quiet()
     data = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "spt.json").write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, **data},
-                                                  indent=2) + "\n")
-    (args.out / "spt.md").write_text(markdown(data, args))
-    print(markdown(data, args))
+    C.write(args, data, markdown(data, args), started)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Trial-runner benchmark: MiniLM + LoRA (r=8, query/value) on 2,000 SST-2 examples, 872 dev.
 
 Runs several trials in one process and reports train/eval throughput, the per-trial overhead
-(wall time / pure compute of trials 2 and 3; target <= 1.05), peak RSS and dev accuracy.
-Writes benchmarks/trial.json and benchmarks/trial.md.
+(wall time / pure compute of trials 2 and 3; target <= 1.05), peak RSS and dev accuracy. full adds
+a trial under bf16 autocast and full fine-tuning on 20,000 examples (the reference anchor).
 
-    HF_HUB_OFFLINE=1 python scripts/bench_trial.py [--train-examples 2000] [--trials 3] [--bf16-trial]
+    python scripts/bench_trial.py --size quick|full|toy [--out DIR] [overrides]
+    -> benchmarks/trial.json and benchmarks/trial.md
 """
 
 from __future__ import annotations
@@ -12,47 +13,56 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
-import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench_common as C  # noqa: E402
 
-import torch
-from peft import LoraConfig
+PRESETS = {
+    "toy": dict(dataset="glue_rte", train_examples=16, trials=2, epochs=1.0, max_length=16, eval_examples=16,
+                bf16_trial=False, full_ft_examples=0),
+    "quick": dict(dataset="glue_sst2", train_examples=2000, trials=3, epochs=3.0, max_length=64, eval_examples=0,
+                  bf16_trial=False, full_ft_examples=0),
+}
+PRESETS["full"] = PRESETS["quick"] | dict(bf16_trial=True, full_ft_examples=20000)
 
-from autopeft.data import load_task
-from autopeft.models import get_base_model
-from autopeft.trial import Fidelity, TrainingConfig, TrialRunner
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default=str(ROOT.parent / "shared" / "datasets" / "glue_sst2"))
-    parser.add_argument("--train-examples", type=int, default=2000)
-    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--dataset", help="dataset folder under shared/datasets, or a path")
+    parser.add_argument("--train-examples", type=int)
+    parser.add_argument("--trials", type=int)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--epochs", type=float, default=3.0)
-    parser.add_argument("--bf16-trial", action="store_true", help="add one more trial under bf16 autocast")
-    parser.add_argument("--full-ft-examples", type=int, default=0,
+    parser.add_argument("--epochs", type=float)
+    parser.add_argument("--max-length", type=int)
+    parser.add_argument("--eval-examples", type=int, help="dev examples scored (0: all)")
+    parser.add_argument("--bf16-trial", action=argparse.BooleanOptionalAction,
+                        help="add one more trial under bf16 autocast")
+    parser.add_argument("--full-ft-examples", type=int,
                         help="also run full fine-tuning on this many examples (lr 5e-5), the reference anchor")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "trial"))
-    args = parser.parse_args()
+    args = C.parse_args(parser, PRESETS, argv, "trial")
+    started = time.perf_counter()
+    C.quiet()
+    from peft import LoraConfig
 
+    from autopeft.data import load_task
+    from autopeft.models import get_base_model
+    from autopeft.trial import Fidelity, TrainingConfig, TrialRunner
+
+    dataset = args.dataset if Path(args.dataset).is_dir() else str(C.DATASETS / args.dataset)
     start = time.perf_counter()
-    task = load_task(args.dataset)
-    # score on the 872 GLUE dev examples only (the reported split), not the carved validation split
+    task = load_task(dataset)
+    # score on the GLUE dev examples only (the reported split), not the carved validation split
     task = dataclasses.replace(task, validation=task.test, fingerprint=task.fingerprint + ":dev")
     base = get_base_model("minilm", task.spec.kind, num_labels=task.spec.num_labels)
     setup_seconds = time.perf_counter() - start
     runner = TrialRunner(base, task)
-    fidelity = Fidelity(train_examples=args.train_examples, epochs=args.epochs, max_length=64, batch_size=32)
+    eval_examples = args.eval_examples or None
+    fidelity = Fidelity(train_examples=args.train_examples, epochs=args.epochs, max_length=args.max_length,
+                        batch_size=32, eval_examples=eval_examples)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"], task_type="SEQ_CLS")
 
     runs = []
@@ -71,44 +81,40 @@ def main() -> None:
             "dev_accuracy": result.metrics["accuracy"], "adapter_params": result.adapter_params,
             "peak_memory_mb": result.peak_memory_mb,
         })
-        print(json.dumps(runs[-1]))
+        print(json.dumps(runs[-1]), flush=True)
 
     full_ft = None
     if args.full_ft_examples:
-        full = runner.run(full_finetuning, Fidelity(train_examples=args.full_ft_examples, max_length=64, batch_size=32),
-                          seed=0, training=TrainingConfig(learning_rate=5e-5))
+        full_fidelity = Fidelity(train_examples=args.full_ft_examples, max_length=args.max_length, batch_size=32,
+                                 eval_examples=eval_examples)
+        full = runner.run(full_finetuning, full_fidelity, seed=0, training=TrainingConfig(learning_rate=5e-5))
         if not full.ok:
             raise SystemExit(f"full fine-tuning failed: {full.reason}")
         full_ft = {"train_examples": full.train_examples, "train_s": full.train_seconds,
                    "train_examples_per_s": full.train_examples_per_second, "dev_accuracy": full.metrics["accuracy"],
                    "trainable_params": full.trainable_params}
-        print(json.dumps(full_ft))
+        print(json.dumps(full_ft), flush=True)
 
     fp32 = [r for r in runs if not r["bf16"]]
     later = fp32[1:3]
     summary = {
-        "benchmark": "trial runner: MiniLM + LoRA r8 (query, value), SST-2",
-        "train_examples": args.train_examples, "dev_examples": len(task.validation), "max_length": 64,
+        "description": f"trial runner: MiniLM + LoRA r8 (query, value), {Path(dataset).name}",
+        "train_examples": args.train_examples,
+        "dev_examples": len(TrialRunner.eval_subset(len(task.validation), fidelity)), "max_length": args.max_length,
         "batch_size": 32, "epochs": args.epochs, "learning_rate": args.lr,
         "model_and_data_load_s": setup_seconds,
         "overhead_ratio_trials_2_3": statistics.mean(r["overhead_ratio"] for r in later) if later else None,
         "train_examples_per_s": statistics.mean(r["train_examples_per_s"] for r in fp32),
         "eval_examples_per_s": statistics.mean(r["eval_examples_per_s"] for r in fp32),
         "dev_accuracy_mean": statistics.mean(r["dev_accuracy"] for r in fp32),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "processor": platform.processor() or platform.machine(), "torch": torch.__version__},
+        "peak_rss_mb": C.peak_rss_mb(),
         "trials": runs,
         "full_finetuning": full_ft,
     }
     bf16_runs = [r for r in runs if r["bf16"]]
     if bf16_runs:
         summary["bf16_train_speedup"] = bf16_runs[0]["train_examples_per_s"] / summary["train_examples_per_s"]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(summary))
-    print(markdown(summary))
+    C.write(args, summary, markdown(summary), started)
 
 
 def full_finetuning(model):
@@ -118,14 +124,13 @@ def full_finetuning(model):
     return model
 
 
-def markdown(summary: dict) -> str:
+def markdown(summary: dict) -> list[str]:
     lines = [
         "# Trial runner benchmark",
         "",
-        f"{summary['benchmark']}; {summary['train_examples']} train examples, {summary['dev_examples']} dev, "
+        f"{summary['description']}; {summary['train_examples']} train examples, {summary['dev_examples']} dev, "
         f"max length {summary['max_length']}, batch {summary['batch_size']}, {summary['epochs']} epoch(s), "
-        f"lr {summary['learning_rate']}; {summary['machine']['cpu_count']} CPU cores, torch {summary['machine']['torch']}.",
-        f"Reproduce: `HF_HUB_OFFLINE=1 python scripts/bench_trial.py --bf16-trial --full-ft-examples 20000`.",
+        f"lr {summary['learning_rate']}.",
         "",
         "| trial | bf16 | wall s | compute s | overhead | setup s | train ex/s | eval ex/s | dev acc | peak MB |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -151,7 +156,7 @@ def markdown(summary: dict) -> str:
             f"- full fine-tuning, {full['train_examples']:,} examples, lr 5e-5: dev accuracy {full['dev_accuracy']:.4f}, "
             f"{full['train_s']:.0f} s ({full['train_examples_per_s']:.1f} ex/s); reference on this kind of machine: "
             "0.878, 437 s (46 ex/s)")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":

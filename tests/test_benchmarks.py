@@ -110,6 +110,21 @@ def test_overhead(out):
     assert "Suggestion time" in markdown
 
 
+def test_trial(out):
+    data, markdown = run("trial", out)
+    assert [t["trial"] for t in data["trials"]] == [1, 2] and data["dev_examples"] == 16
+    assert data["full_finetuning"] is None and "overhead ratio" in markdown
+
+
+@pytest.mark.parametrize("path", sorted(SCRIPTS.glob("bench_*.py")), ids=lambda path: path.stem)
+def test_every_script_has_size_presets_and_main(path, capsys):
+    module = script(path.stem.removeprefix("bench_"))
+    assert {"toy", "quick"} <= set(module.PRESETS)
+    with pytest.raises(SystemExit) as done:
+        module.main(["--help"])
+    assert done.value.code == 0 and "--size" in capsys.readouterr().out
+
+
 def test_until_study_size_stops_the_search_at_that_many_trials(tmp_path):
     from autopeft.models import load_model_config
     from autopeft.search import SearchEngine, SearchPlan, open_storage, parse_objectives

@@ -7,8 +7,8 @@ from autopeft.data.metrics import (
     compute_metrics,
     exact_match,
     extract_final_number,
-    is_higher_better,
     input_blind_loss,
+    is_higher_better,
 )
 from autopeft.data.tasks import METRICS_BY_KIND, TaskData, TaskSpec
 from autopeft.data.tokenize import (

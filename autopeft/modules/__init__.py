@@ -5,8 +5,10 @@
     lora.size, lora.options, lora.learning_rate          # "rank", {"alpha": 2.0}, LearningRate(5e-4, ...)
 """
 
-# Imported in the order reports and messages list the module types.
+# Registered in the order reports and messages list the module types (so not sorted).
+# isort: off
 from autopeft.modules import lora, ia3, bottleneck, prefix, bitfit, ln_tuning, lofit, sparse  # noqa: F401  (register)
+# isort: on
 from autopeft.modules.base import (
     MODULE_TYPES,
     BuildContext,

@@ -25,7 +25,7 @@ from autopeft.errors import SpaceError
 if TYPE_CHECKING:
     from peft import PeftConfig
 
-    from autopeft.space.point import ModuleChoice   # the space imports this package, not the other way round
+    from autopeft.space.point import ModuleChoice  # the space imports this package, not the other way round
     from autopeft.tuners.lofit.ranking import HeadRanking
 
 Shapes = dict[str, tuple[tuple[int, int], ...]]

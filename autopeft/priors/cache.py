@@ -14,13 +14,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from autopeft.atomic import discard_dir, remove_stale_temps, temp_dir_beside
+from autopeft.atomic import discard_dir, remove_stale_temps, staged_dir
 
 T = TypeVar("T")
 logger = logging.getLogger("autopeft.cache")
@@ -73,13 +72,5 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent)
-    staging = temp_dir_beside(path)
-    try:
+    with staged_dir(path, keep_existing=True) as staging:
         yield staging
-        try:
-            os.rename(staging, path)
-        except OSError:
-            if not path.is_dir():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from autopeft._imports import optional_dependency
 from autopeft.arch import MATRIX_ROLES, architecture_for
 from autopeft.data import TaskData, collate, tokenize_task
 from autopeft.errors import AutopeftError
@@ -99,11 +100,9 @@ class SensitivityMap:
 
     def heatmap(self, path: str | Path) -> None:
         """A PNG of the mean score per layer (rows) and role (columns), on a log colour scale."""
-        try:
+        with optional_dependency("matplotlib", "the sensitivity heatmap"):
             from matplotlib.colors import LogNorm
             from matplotlib.figure import Figure
-        except ImportError:
-            raise AutopeftError("the sensitivity heatmap needs matplotlib: pip install 'autopeft[report]'") from None
         summary = self.summary()
         layers, roles = summary["layers"], summary["roles"]
         grid = np.array([[summary["mean"][layer][role] for role in roles] for layer in layers])

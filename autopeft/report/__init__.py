@@ -14,32 +14,28 @@ from pathlib import Path
 
 import numpy as np
 
-from autopeft.errors import AutopeftError
-from autopeft.export import reason_text, common_reasons, nothing_finished
-from autopeft.search import records as R
+from autopeft._imports import optional_dependency
 from autopeft.atomic import check_output_folder, write_dir
+from autopeft.export import common_reasons, nothing_finished, reason_text
+from autopeft.modules import MODULE_TYPES
+from autopeft.search import records as R
 from autopeft.search.pareto import hypervolume
 from autopeft.search.records import TrialRecord, distinct_complete
 from autopeft.search.results import RunResults, load_results
-from autopeft.modules import MODULE_TYPES
 
 
 def _pyplot():
-    try:
+    with optional_dependency("matplotlib", "`autopeft report`"):
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError:
-        raise AutopeftError("`autopeft report` needs matplotlib: pip install 'autopeft[report]'") from None
     return plt
 
 
 def _plotly():
-    try:
+    with optional_dependency("plotly", "`autopeft report`"):
         import plotly.graph_objects as go
-    except ImportError:
-        raise AutopeftError("`autopeft report` needs plotly: pip install 'autopeft[report]'") from None
     return go
 
 

@@ -50,7 +50,7 @@ class PeftPoint:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PeftPoint":
+    def from_dict(cls, data: dict) -> PeftPoint:
         """The inverse of :meth:`to_dict` (a module's type is its name unless it says ``type:``)."""
         modules = {}
         for name, spec in (data.get("modules") or {}).items():
@@ -64,7 +64,7 @@ class PeftPoint:
         return cls(modules, dict(data.get("training") or {}), dict(data.get("data") or {}))
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "PeftPoint":
+    def from_file(cls, path: str | Path) -> PeftPoint:
         """A point YAML (``autopeft export``'s point.yaml, ``autopeft sensitivity``'s SPT points); a module's
         ``mask`` file is relative to the YAML's folder."""
         import yaml

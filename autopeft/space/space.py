@@ -65,7 +65,7 @@ class SearchSpace:
         self._build_dimensions()
 
     @classmethod
-    def from_file(cls, path: str | Path, model_config) -> "SearchSpace":
+    def from_file(cls, path: str | Path, model_config) -> SearchSpace:
         return cls(read_space_file(path), model_config, str(path))
 
     # ----------------------------------------------------------- validation

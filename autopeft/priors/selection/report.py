@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autopeft.errors import AutopeftError
+from autopeft._imports import optional_dependency
 
 PLOT_POINTS = 5000  # at most this many pool (and selected, and target) points are drawn
 
@@ -102,10 +102,8 @@ def embedding_plot(pool_emb: np.ndarray, selected_idx: np.ndarray, target_emb: n
                    path: str | Path, *, title: str | None = None, seed: int = 0) -> None:
     """A PNG scatter of the pool (grey), the selection (colour) and the target (crosses) on the pool's first two
     principal components. Large sets are subsampled (seeded) to :data:`PLOT_POINTS` points each."""
-    try:
+    with optional_dependency("matplotlib", "the embedding plot"):
         from matplotlib.figure import Figure
-    except ImportError:
-        raise AutopeftError("the embedding plot needs matplotlib: pip install 'autopeft[report]'") from None
     pool = np.asarray(pool_emb, dtype=np.float64)
     selected_idx = np.asarray(selected_idx, dtype=np.int64)
     mean = pool.mean(axis=0)

@@ -25,7 +25,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from autopeft.errors import AutopeftError
+from autopeft._imports import optional_dependency
 from autopeft.search.objectives import PARAMS
 from autopeft.search.pareto import reference_point
 
@@ -36,15 +36,9 @@ N_STARTUP = 3  # distinct finished points before the GP takes over
 REFIT_GROWTH = 1.15  # re-optimise GP hyperparameters once the data grew by 15% (every trial early on)
 
 
-def _require_botorch():
-    try:
-        import botorch  # noqa: F401
-    except ImportError:
-        raise AutopeftError("sampler 'botorch' needs BoTorch: pip install 'autopeft[botorch]'") from None
-
-
 def create(context) -> optuna.samplers.BaseSampler:
-    _require_botorch()
+    with optional_dependency("botorch", "sampler 'botorch'"):
+        import botorch  # noqa: F401
     return KnownCostBoTorchSampler(context)
 
 
