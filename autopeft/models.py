@@ -124,7 +124,8 @@ def check_adapter_fits(model_config, kind: str, peft_config, num_labels: int = 2
         config.num_labels = num_labels
     try:
         with torch.device("meta"):
-            skeleton = (AutoModelForCausalLM if kind == "causal_lm" else AutoModelForSequenceClassification).from_config(config)
+            skeleton = (AutoModelForCausalLM if kind == "causal_lm"
+                        else AutoModelForSequenceClassification).from_config(config)
     except Exception:  # an architecture that cannot be built without weights: the real load will tell
         return
     try:

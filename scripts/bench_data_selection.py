@@ -83,7 +83,8 @@ def pool_part(args, base, task, runner, embed) -> tuple[list[dict], dict]:
             "embedding_seconds": round(time.perf_counter() - start, 1), "orders": {}}
     rows = []
     for seed in range(args.seeds):
-        row = {"part": "pool", "strategy": "none", "budget": 0, "seed": seed, **train(runner, base, args, seed, target_rows)}
+        row = {"part": "pool", "strategy": "none", "budget": 0, "seed": seed,
+               **train(runner, base, args, seed, target_rows)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     for strategy in args.pool_strategies.split(","):
@@ -173,9 +174,11 @@ def markdown(data: dict, args) -> list[str]:
                 notes = f"positive share {statistics.mean(r['positive_share'] for r in rows):.2f}"
             if part == "pool" and strategy != "none":
                 notes += f"; warm-up {statistics.mean(r['warmup_seconds'] for r in rows):.0f} s"
+            timing = (f"{statistics.mean(s for s in seconds if s is not None):.1f}"
+                      if seconds and any(s is not None for s in seconds) else "cached")
             lines.append(f"| {budget or '—'} | {strategy} | {statistics.mean(accuracy):.4f} ± "
                          f"{statistics.pstdev(accuracy):.4f} | {delta} | "
-                         f"{f'{statistics.mean(s for s in seconds if s is not None):.1f}' if seconds and any(s is not None for s in seconds) else 'cached'} | {notes} |")
+                         f"{timing} | {notes} |")
         lines.append("")
     return lines
 

@@ -65,7 +65,8 @@ def run_one(name: str, args, out: Path) -> dict:
         "trial_seconds_sum": round(sum(r["wall_seconds"] for r in results), 1),
         "seconds_to_first_trial": round(results[0]["started_at"] - started, 1),  # Ray start, workers, model load
         "seconds_after_last_trial": round(started + wall - max(ends), 1),
-        "train_examples_per_second": round(sum(r["train_examples_per_second"] for r in results) / max(len(results), 1), 1),
+        "train_examples_per_second": round(sum(r["train_examples_per_second"] for r in results)
+                                           / max(len(results), 1), 1),
         "accuracy": [round(r.values["accuracy"], 4) for r in records if r.values],
     }
 
@@ -78,14 +79,16 @@ def markdown(rows: list[dict], args) -> list[str]:
         f"{args.train_examples} training / {args.eval_examples} dev examples, max length 64, batch 32, "
         f"{by['local']['cpus']} CPUs, {platform.processor() or platform.machine()}. Wall time includes starting Ray "
         "and loading the model in each worker.", "",
-        "| run | trials at once × CPUs | wall (s) | × local | until 1st trial starts (s) | Σ trial wall (s) | train ex/s per trial |",
+        "| run | trials at once × CPUs | wall (s) | × local | until 1st trial starts (s) | Σ trial wall (s) "
+        "| train ex/s per trial |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     local = by["local"]["wall_seconds"]
     for row in rows:
         shape = "1 × all" if row["config"] == "local" else f"{row['max_concurrent']} × {row['cpus_per_trial']}"
         lines.append(f"| {row['config']} | {shape} | {row['wall_seconds']} | {row['wall_seconds'] / local:.2f} | "
-                     f"{row['seconds_to_first_trial']} | {row['trial_seconds_sum']} | {row['train_examples_per_second']} |")
+                     f"{row['seconds_to_first_trial']} | {row['trial_seconds_sum']} | "
+                     f"{row['train_examples_per_second']} |")
     same = len({tuple(r["points"]) for r in rows}) == 1
     lines += ["", f"Same points in every run: {'yes' if same else 'NO'}.",
               "Target: Ray (one trial at a time) ≤ 1.15 × local."]

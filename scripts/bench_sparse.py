@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
                                                            task_type="SEQ_CLS"))
     shira_config = ShiraConfig(r=args.rank, target_modules=sorted(dense), task_type="SEQ_CLS")
     shira_config.mask_fn = lambda base_layer, r, **_: next(
-        mask for name, mask in dense.items() if base.pristine.get_submodule(name).weight.shape == base_layer.weight.shape
+        mask for name, mask in dense.items()
+        if base.pristine.get_submodule(name).weight.shape == base_layer.weight.shape
         and torch.equal(base.pristine.get_submodule(name).weight, base_layer.weight)).to(base_layer.weight.dtype)
     shira = get_peft_model(base.fresh_copy(0), shira_config)
     for name, model in (("autopeft sparse (scatter delta)", ours), ("peft SHiRA (sparse COO delta)", shira)):

@@ -67,7 +67,8 @@ def run(args) -> dict:
                         result = runner.run(build_adapter(point, base.config, task.spec.kind), fidelity, seed, training)
                         rows.append({"task": task_name, "budget": budget, "method": method, "seed": seed,
                                      "status": result.status, "metric": task.spec.metric,
-                                     "value": result.metrics.get(task.spec.metric), "adapter_params": result.adapter_params,
+                                     "value": result.metrics.get(task.spec.metric),
+                                     "adapter_params": result.adapter_params,
                                      "train_seconds": round(result.train_seconds, 1),
                                      "lora_matrices": sum(len(r) for r in allocation.structured.values())
                                      if method == "spt" else 2 * base.config.num_hidden_layers,
@@ -78,11 +79,13 @@ def run(args) -> dict:
 
 def markdown(data: dict, args) -> list[str]:
     lines = ["# SPT allocation vs uniform LoRA at equal budgets (MiniLM)", "",
-             f"Fidelity: {args.train_examples} training examples × {args.epochs} epoch(s), max length {args.max_length}, "
+             f"Fidelity: {args.train_examples} training examples × {args.epochs} epoch(s), "
+             f"max length {args.max_length}, "
              f"batch 32, lr {args.lr}, {args.eval_examples} dev examples; seeds 0..{args.seeds - 1}. LoRA = rank r on "
              "query/value in all 6 layers (alpha 2r); SPT = sensitivity (16 batches × 32) → LoRA r=8 where c(W) ≥ "
              "P_lora/10, sparse entries elsewhere, at exactly LoRA's parameter count.", "",
-             "| task | budget (params) | method | metric (mean ± std) | trainable params | LoRA matrices | sparse entries |",
+             "| task | budget (params) | method | metric (mean ± std) | trainable params | LoRA matrices "
+             "| sparse entries |",
              "|---|---:|---|---:|---:|---:|---:|"]
     groups: dict[tuple, list[dict]] = {}
     for row in data["rows"]:

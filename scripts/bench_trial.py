@@ -143,7 +143,8 @@ def markdown(summary: dict) -> list[str]:
         )
     lines += [
         "",
-        f"- overhead ratio (wall / compute) of trials 2-3: **{summary['overhead_ratio_trials_2_3']:.3f}** (target <= 1.05)",
+        f"- overhead ratio (wall / compute) of trials 2-3: **{summary['overhead_ratio_trials_2_3']:.3f}** "
+        "(target <= 1.05)",
         f"- model + data load (once per process): {summary['model_and_data_load_s']:.1f} s",
         f"- peak RSS of the process: {summary['peak_rss_mb']:.0f} MB",
         f"- mean dev accuracy (fp32 trials): {summary['dev_accuracy_mean']:.4f}",
@@ -153,7 +154,8 @@ def markdown(summary: dict) -> list[str]:
     full = summary.get("full_finetuning")
     if full:
         lines.append(
-            f"- full fine-tuning, {full['train_examples']:,} examples, lr 5e-5: dev accuracy {full['dev_accuracy']:.4f}, "
+            f"- full fine-tuning, {full['train_examples']:,} examples, lr 5e-5: "
+            f"dev accuracy {full['dev_accuracy']:.4f}, "
             f"{full['train_s']:.0f} s ({full['train_examples_per_s']:.1f} ex/s); reference on this kind of machine: "
             "0.878, 437 s (46 ex/s)")
     return lines

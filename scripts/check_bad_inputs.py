@@ -220,7 +220,7 @@ def run_case(case: Case, workdir: Path, env: dict[str, str], prefix: list[str], 
     # anything new in the working folder is left behind too (its top-level entries, once each)
     for path in new:
         top = path.split(os.sep)[0]
-        inside = lambda paths: any(path == f or path.startswith(f + os.sep) for f in paths)  # noqa: E731
+        inside = lambda paths, path=path: any(path == f or path.startswith(f + os.sep) for f in paths)  # noqa: E731
         if top not in left and not inside(forbid) and not inside(case.allow):
             left.append(top)
     leaked = []

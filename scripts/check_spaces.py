@@ -74,7 +74,8 @@ def main() -> None:
     for model_name in args.models:
         base = get_base_model(model_name, KINDS[model_name], num_labels=2)
         config = base.config
-        scores = torch.rand(config.num_hidden_layers, config.num_attention_heads, generator=torch.Generator().manual_seed(0))
+        scores = torch.rand(config.num_hidden_layers, config.num_attention_heads,
+                            generator=torch.Generator().manual_seed(0))
         context = BuildContext(head_ranking=HeadRanking.from_tensor(model_name, scores))
         tokens = base.tokenizer(["a short sentence to check the model", "and a second one"], return_tensors="pt",
                                 padding=True)
@@ -114,7 +115,8 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['space']} | {r['points']} | {r['empty_points']} | {r['failures']} | "
-                     f"{r['max_round_trip_diff']:.2e} | {r['min_params']:,}..{r['max_params']:,} | {r['seconds']:.0f} |")
+                     f"{r['max_round_trip_diff']:.2e} | {r['min_params']:,}..{r['max_params']:,} | "
+                     f"{r['seconds']:.0f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     raise SystemExit(1 if failures else 0)
 

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv[:split])
     search_args = argv[split + 1:]
     if not options.address:
-        print("error: give --address or set RAY_ADDRESS to the cluster's job server (http://head:8265)", file=sys.stderr)
+        print("error: give --address or set RAY_ADDRESS to the cluster's job server (http://head:8265)",
+              file=sys.stderr)
         return 2
     ray = shutil.which("ray")
     if ray is None:

@@ -36,7 +36,8 @@ def write_tiny_model(folder: Path) -> str:
 def write_tiny_task(folder: Path, rows: int = 64) -> str:
     """Sentiment-like sentences; the label is decided by the words, so a little training helps."""
     rng = random.Random(0)
-    good, bad, filler = ["good", "great", "fine", "nice"], ["bad", "awful", "poor", "sad"], ["the", "movie", "was", "a", "plot"]
+    good, bad, filler = (["good", "great", "fine", "nice"], ["bad", "awful", "poor", "sad"],
+                         ["the", "movie", "was", "a", "plot"])
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", rows), ("dev", rows // 2), ("test", rows // 2)):
         lines = ["sentence\tlabel"]

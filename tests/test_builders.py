@@ -30,7 +30,8 @@ def fresh(model_cls, config):
 
 
 def context_for(config) -> BuildContext:
-    scores = torch.rand(config.num_hidden_layers, config.num_attention_heads, generator=torch.Generator().manual_seed(0))
+    scores = torch.rand(config.num_hidden_layers, config.num_attention_heads,
+                        generator=torch.Generator().manual_seed(0))
     return BuildContext(head_ranking=HeadRanking.from_tensor("tiny", scores))
 
 

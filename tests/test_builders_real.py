@@ -25,7 +25,8 @@ def base(request):
 def test_sampled_points_on_real_models(base, space_name, tmp_path):
     config = base.config
     space = SearchSpace.from_file(SPACES / f"{space_name}.yaml", config)
-    scores = torch.rand(config.num_hidden_layers, config.num_attention_heads, generator=torch.Generator().manual_seed(0))
+    scores = torch.rand(config.num_hidden_layers, config.num_attention_heads,
+                        generator=torch.Generator().manual_seed(0))
     context = BuildContext(head_ranking=HeadRanking.from_tensor(base.source.name, scores))
     tokens = base.tokenizer(["a short test sentence for the model", "another one"], return_tensors="pt",
                             padding=True)

@@ -50,7 +50,8 @@ def test_the_largest_point_of_a_space_with_several_categoricals_decodes():
     (["space", "show", "{lora}", "--model", "minilm", "--samples", "-3"], "--samples must be at least 1"),
     (["space", "sample", "{lora}", "--model", "minilm", "-n", "0"], "-n must be at least 1, got 0"),
     (["space", "show", "{binary}", "--model", "minilm"], "is not a text file"),
-    (["space", "sample", "{zero}", "--model", "minilm"], "field 'modules.lora.size.grid': a grid needs at least one size > 0"),
+    (["space", "sample", "{zero}", "--model", "minilm"],
+     "field 'modules.lora.size.grid': a grid needs at least one size > 0"),
 ])
 def test_bad_space_command_input_is_one_line(autopeft, tmp_path, args, message):
     binary = tmp_path / "space.bin"

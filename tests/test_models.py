@@ -59,7 +59,8 @@ def test_fresh_copy_is_pristine_and_head_is_seeded(tmp_path):
     with torch.no_grad():
         a.bert.encoder.layer[0].output.dense.weight.add_(1.0)  # a trial's damage stays in its copy
     d = base.fresh_copy(1)
-    assert torch.equal(d.bert.encoder.layer[0].output.dense.weight, base.pristine.bert.encoder.layer[0].output.dense.weight)
+    assert torch.equal(d.bert.encoder.layer[0].output.dense.weight,
+                       base.pristine.bert.encoder.layer[0].output.dense.weight)
     assert torch.equal(b.classifier.weight, d.classifier.weight)
     assert not torch.equal(b.classifier.weight, c.classifier.weight)
     assert get_base_model(str(tmp_path), "classification", num_labels=2) is base

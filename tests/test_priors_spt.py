@@ -150,9 +150,9 @@ modules:
     params = nearest_space_params(space, allocation, np.random.default_rng(0), draws=500)
     point = space.decode(params)
     assert "lora" in point.modules and "value" in point.modules["lora"].targets
-    spt_lora = {(l, r) for l, r, kind in allocation_placements(allocation) if kind == "lora"}
+    spt_lora = {(layer, r) for layer, r, kind in allocation_placements(allocation) if kind == "lora"}
     assert {(0, "value"), (1, "value")} <= spt_lora
-    assert {(0, "value"), (1, "value")} <= {(l, r) for l in point.modules["lora"].layers
+    assert {(0, "value"), (1, "value")} <= {(layer, r) for layer in point.modules["lora"].layers
                                             for r in point.modules["lora"].targets}
 
 
@@ -207,7 +207,8 @@ def test_search_with_the_sensitivity_prior_starts_from_spt_points_and_reuses_the
     origins = [t.user_attrs.get(R.ORIGIN) for t in trials]
     assert origins[:2] == ["prior:spt-300", "prior:spt-1500"]
     assert all(t.user_attrs.get(R.STATUS) == "ok" for t in trials[:2])
-    layers = {layer for t in trials for module in t.user_attrs[R.POINT]["modules"].values() for layer in module["layers"]}
+    layers = {layer for t in trials for module in t.user_attrs[R.POINT]["modules"].values()
+              for layer in module["layers"]}
     assert len(layers) == 1   # --sensitive-layers 1
     # another seed is another map; the same settings again read it from the cache
     third = Notes()

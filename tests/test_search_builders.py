@@ -20,7 +20,8 @@ def test_autopeft_space_search_starts_with_the_baselines_and_exports_loadable_ad
 
     model, dataset, run = write_tiny_model(tmp_path / "model"), write_tiny_task(tmp_path / "task"), tmp_path / "run"
     main(["search", "--model", model, "--dataset", dataset, "--space", "search_spaces/autopeft.yaml",
-          "--trials", "4", "--quasi-random", "0", "--sampler", "tpe", "--final-seeds", "1", "--max-length", "16", "--batch-size", "16",
+          "--trials", "4", "--quasi-random", "0", "--sampler", "tpe", "--final-seeds", "1", "--max-length", "16",
+          "--batch-size", "16",
           "--out", str(run)])
     info = read_run_info(run)
     rung0 = R.load_records(info.open_storage(), info.study_name, info.objectives)["rung-0"]

@@ -161,7 +161,8 @@ def test_a_diverged_trial_is_recorded_with_its_reason_and_never_enters_a_front(t
         def __call__(self, point, fidelity, seed, **kwargs):
             result = super().__call__(point, fidelity, seed, **kwargs)
             if point.describe() == "lora size 8 on 2 layer(s)":
-                result.status, result.reason = DIVERGED, "diverged: eval loss 900 > 3 x the input-blind predictor's 0.69"
+                result.status, result.reason = (DIVERGED,
+                                                "diverged: eval loss 900 > 3 x the input-blind predictor's 0.69")
             return result
 
     engine, storage = make_engine(tmp_path, Diverging(space), space, trials=4, final_seeds=1)
@@ -195,7 +196,8 @@ def test_mo_asha_promotes_the_top_third_and_the_final_stage_averages_seeds(tmp_p
     seeds = [c[2] for c in evaluator.calls if c[1] is None]
     assert set(seeds) == {0, 1}
     record = final[0]
-    assert record.values["accuracy"] == pytest.approx(np.mean([s["metrics"]["accuracy"] for s in record.attrs[R.SEEDS]]))
+    assert record.values["accuracy"] == pytest.approx(
+        np.mean([s["metrics"]["accuracy"] for s in record.attrs[R.SEEDS]]))
     assert record.attrs[R.VALUES_STD]["accuracy"] == pytest.approx(0.001)
     assert "accuracy" in record.attrs[R.TEST_METRICS]
 
@@ -322,7 +324,8 @@ def test_settings_merge_file_and_flags_and_read_compact_forms(tmp_path):
     assert parse_duration("90s") == 90 and parse_duration(60) == 60
     assert parse_max_params("0.5%", 2_000_000) == 10_000 and parse_max_params("120k", 1) == 120_000
     rungs = fidelity_rungs(Fidelity(train_examples=1000, max_steps=40), [0.25, 1.0], "data")
-    assert rungs[0].train_examples == 250 and rungs[0].max_steps == 10 and rungs[1] == Fidelity(train_examples=1000, max_steps=40)
+    assert (rungs[0].train_examples == 250 and rungs[0].max_steps == 10
+            and rungs[1] == Fidelity(train_examples=1000, max_steps=40))
     assert fidelity_rungs(Fidelity(epochs=4), [0.5, 1.0], "epochs")[0].epochs == 2
 
 

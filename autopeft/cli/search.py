@@ -14,6 +14,7 @@ from rich.table import Table
 from autopeft.cli.options import STRATEGY_CHOICES, TASK_FLAGS, FlagGroup, flag_group
 from autopeft.cli.output import console
 from autopeft.errors import Interrupted
+from autopeft.search.objectives import COST_OBJECTIVES
 from autopeft.search.priors import PRIORS
 from autopeft.search.samplers import SAMPLERS
 
@@ -85,7 +86,7 @@ PRIOR_CHOICES = ", ".join(f"{name} ({prior.description})" for name, prior in PRI
 
 SETTINGS_FLAGS: FlagGroup = {
     "objectives": Annotated[Optional[str], typer.Option(
-        help="Comma-separated: metric,params[,train_time,latency,memory].")],
+        help=f"Comma-separated: metric,params[,{','.join(n for n in COST_OBJECTIVES if n != 'params')}].")],
     "trials": Annotated[Optional[int], typer.Option(
         help="New configurations to train (default 20 unless --time-budget).")],
     "time_budget": Annotated[Optional[str], typer.Option(

@@ -77,7 +77,8 @@ def trials_csv(results: RunResults) -> str:
             "origin": record.attrs.get(R.ORIGIN, ""), "description": record.attrs.get(R.DESCRIPTION, ""),
             "adapter_params": record.attrs.get(R.ADAPTER_PARAMS, ""), "status": record.attrs.get(R.STATUS, ""),
             "reason": record.attrs.get(R.REASON, ""), "duplicate_of": record.attrs.get(R.DUPLICATE_OF, ""),
-            "suggest_seconds": record.attrs.get(R.SUGGEST_SECONDS, ""), "train_seconds": result.get("train_seconds", ""),
+            "suggest_seconds": record.attrs.get(R.SUGGEST_SECONDS, ""),
+            "train_seconds": result.get("train_seconds", ""),
             "wall_seconds": result.get("wall_seconds", ""), "peak_memory_mb": result.get("peak_memory_mb", ""),
             "point_key": record.key or "",
         }
@@ -170,8 +171,10 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, storage: str 
                         summary["merged_note"] = why_not
             else:
                 summary["adapter"] = None
-                summary["note"] = ("no PEFT module in this point (task head only)" if not record.attrs.get(R.POINT, {}).get("modules")
-                                   else "no trained adapter: the final stage did not run for this point (--final-seeds 0)")
+                summary["note"] = ("no PEFT module in this point (task head only)"
+                                   if not record.attrs.get(R.POINT, {}).get("modules")
+                                   else "no trained adapter: the final stage did not run for this point "
+                                        "(--final-seeds 0)")
             (folder / "point.yaml").write_text(yaml.safe_dump(record.attrs.get(R.POINT, {}), sort_keys=False))
             (folder / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
             summaries.append(summary)

@@ -6,7 +6,8 @@ A module type says everything the search needs of it, in one file (``autopeft/mo
 - its options with their defaults (:attr:`~ModuleType.options`) and default matrix roles (:attr:`~ModuleType.targets`),
   from which :class:`autopeft.space.SearchSpace` makes its search dimensions;
 - its exact trainable-parameter count from the model config alone (:meth:`~ModuleType.count_params`);
-- how a decoded choice builds into PEFT config(s) — PEFT's own or one of :mod:`autopeft.tuners` (:meth:`~ModuleType.build`);
+- how a decoded choice builds into PEFT config(s) — PEFT's own or one of :mod:`autopeft.tuners`
+  (:meth:`~ModuleType.build`);
 - its learning-rate prior (:attr:`~ModuleType.learning_rate`).
 
 A new module type is one new file with a ``@register``-ed subclass (plus its tuner folder if PEFT lacks the
@@ -51,7 +52,8 @@ class BuildContext:
     """Priors some module types need; computed once per (model, task) and reused for every point."""
 
     head_ranking: HeadRanking | None = None   # LoFiT: which heads matter (``autopeft select-heads``)
-    sensitivity: Any = None                   # SPT: an autopeft.priors.SensitivityMap; sparse masks take its top entries
+    sensitivity: Any = None                   # SPT: an autopeft.priors.SensitivityMap;
+                                              # sparse masks take its top entries
     sparse_seed: int = 0                      # sparse tuning: seed of the random mask when there is no sensitivity
 
 

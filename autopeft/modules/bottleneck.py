@@ -40,7 +40,8 @@ class _Bottleneck(ModuleType):
             placement=self.placement,
             input_modules=None if serial or site.parallel_input is None else {relative: site.parallel_input},
             bottleneck_size=default,
-            size_pattern={re.escape(arch.module_name(layer, relative)): m for layer, m in sizes.items() if m != default},
+            size_pattern={re.escape(arch.module_name(layer, relative)): m
+                          for layer, m in sizes.items() if m != default},
             scaling=module.options.get("scaling", self.options.get("scaling")),   # None: the tuner's default
             task_type=target.task_type,
         )]

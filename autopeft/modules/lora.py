@@ -47,7 +47,7 @@ class Lora(ModuleType):
         alpha = module.options.get("alpha", self.options["alpha"])
         rank_pattern, alpha_pattern = {}, {}
         for rank in sorted(set(ranks.values()) - {default_rank}):
-            key = arch.layer_regex([l for l, r in ranks.items() if r == rank], names).removeprefix(r"(.*\.)?")
+            key = arch.layer_regex([layer for layer, r in ranks.items() if r == rank], names).removeprefix(r"(.*\.)?")
             rank_pattern[key] = rank
             alpha_pattern[key] = alpha * rank
         # PEFT matches list targets by suffix: "output.dense" would also catch BERT's "attention.output.dense"

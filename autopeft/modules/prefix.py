@@ -30,6 +30,7 @@ class Prefix(ModuleType):
         groups: dict[int, list[int]] = {}
         for layer, length in module.sizes.items():
             groups.setdefault(int(length), []).append(layer)
-        return [PrefixConfig(num_virtual_tokens=length, target_modules=target.arch.module_names(layers, target.arch.attention),
+        return [PrefixConfig(num_virtual_tokens=length,
+                             target_modules=target.arch.module_names(layers, target.arch.attention),
                              task_type=target.task_type)
                 for length, layers in sorted(groups.items())]

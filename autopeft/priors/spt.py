@@ -133,7 +133,8 @@ def _allocate(matrices, groups, counts, rank, alpha) -> tuple[set[tuple[int, str
 def spt_budget_ceiling(model_config, rank: int = SPT_RANK) -> int:
     """The largest budget SPT can allocate: rank-``rank`` LoRA on every role matrix of every layer."""
     arch = architecture_for(model_config)
-    per_layer = sum(rank * (rows + cols) for shapes in arch.matrix_shapes(model_config).values() for rows, cols in shapes)
+    per_layer = sum(rank * (rows + cols)
+                    for shapes in arch.matrix_shapes(model_config).values() for rows, cols in shapes)
     return per_layer * arch.dims(model_config).num_layers
 
 
@@ -180,7 +181,8 @@ def spt_allocation(scores: dict[str, torch.Tensor], model_config, budget: int, *
 
     ceiling = sum(rank * (m.rows + m.cols) for m in matrices)
     if budget > ceiling:
-        raise AutopeftError(f"an SPT budget of {budget:,} exceeds rank-{rank} LoRA on every matrix ({ceiling:,} params)")
+        raise AutopeftError(f"an SPT budget of {budget:,} exceeds rank-{rank} LoRA on every matrix "
+                            f"({ceiling:,} params)")
     low, high = 0, len(everything)       # the largest tau with params(tau) <= budget
     while low < high:
         mid = (low + high + 1) // 2
@@ -223,7 +225,8 @@ def _top_up(matrices, groups, counts, structured, remaining: int, rank: int,
     for key, members in groups.items():
         if key not in structured:
             p_lora = sum(rank * (matrices[i].rows + matrices[i].cols) for i in members)
-            limit = int(np.ceil(p_lora / alpha)) - 1 if alpha else sum(matrices[i].rows * matrices[i].cols for i in members)
+            limit = (int(np.ceil(p_lora / alpha)) - 1 if alpha
+                     else sum(matrices[i].rows * matrices[i].cols for i in members))
             room[key] = limit - sum(counts[i] for i in members)
     heap = [(-float(matrices[i].sorted_scores[counts[i]]), i) for key, members in groups.items()
             if key not in structured for i in members if counts[i] < matrices[i].rows * matrices[i].cols]

@@ -83,7 +83,8 @@ def _pareto_png(results: RunResults, path: Path) -> None:
     if x_obj.log_scale:
         from matplotlib.ticker import EngFormatter
 
-        positive = all(r.values[x_obj.name] > 0 for records in results.stages.values() for r in distinct_complete(records))
+        positive = all(r.values[x_obj.name] > 0
+                       for records in results.stages.values() for r in distinct_complete(records))
         ax.set_xscale("log" if positive else "symlog", **({} if positive else {"linthresh": 1}))
         ax.xaxis.set_major_formatter(EngFormatter())
         ax.xaxis.set_minor_formatter(EngFormatter())
@@ -176,7 +177,8 @@ def _baselines(rung0: list[TrialRecord]) -> tuple[list[str], list[str]]:
     return list(finished), [f"{name} ({why})" for name, why in unfinished.items() if name not in finished]
 
 
-def summary_markdown(results: RunResults, history: list[tuple[int, float]], plots: dict[str, bool] | None = None) -> str:
+def summary_markdown(results: RunResults, history: list[tuple[int, float]],
+                     plots: dict[str, bool] | None = None) -> str:
     """The report's summary.md; ``plots`` says which of the report's files were written (only those are linked)."""
     plots = {name: True for name in PLOT_FILES} if plots is None else plots
     info, objectives = results.info, results.info.objectives
@@ -185,12 +187,14 @@ def summary_markdown(results: RunResults, history: list[tuple[int, float]], plot
     duplicates = [r for r in rung0 if R.DUPLICATE_OF in r.attrs]
     not_trained = [r for r in rung0 if r.state == "pruned" and R.DUPLICATE_OF not in r.attrs]
     over_budget = [r for r in not_trained if str(r.attrs.get(R.REASON, "")).startswith("over --max-params")]
-    failed = [r for records in results.stages.values() for r in records if r.state == "fail" and R.DUPLICATE_OF not in r.attrs]
+    failed = [r for records in results.stages.values() for r in records
+              if r.state == "fail" and R.DUPLICATE_OF not in r.attrs]
     unfinished = [r for r in results.all_records if r.state in ("running", "waiting")]
     finished = sum(1 for r in results.all_records if r.complete)
     lines = [f"# autopeft search: {info.study_name}", ""]
     settings = info.settings
-    lines += [f"- model: `{settings.get('model')}`, dataset: `{settings.get('dataset')}`, space: `{settings.get('space')}`",
+    lines += [f"- model: `{settings.get('model')}`, dataset: `{settings.get('dataset')}`, "
+              f"space: `{settings.get('space')}`",
               f"- objectives: {', '.join(f'{o.name} ({o.direction})' for o in objectives)}",
               f"- sampler: {settings.get('sampler')}, fidelity rungs: {settings.get('fidelity')}, "
               f"final seeds: {settings.get('final_seeds')}, max params: {settings.get('max_params') or 'none'}",
@@ -202,9 +206,10 @@ def summary_markdown(results: RunResults, history: list[tuple[int, float]], plot
               f"{len(over_budget)} rejected before training (over --max-params)"
               + (f", {other_not_trained} not trained for another reason" if other_not_trained else "")
               + f", {len(duplicates)} duplicates (stored result reused)",
-              *(f"- {stage}: {len([r for r in records if r.trained])} trained" for stage, records in results.stages.items()
-                if stage != "rung-0")]
-    lines.append(f"- failed: {len(failed)}" + "".join(f"\n  - {count} x {text}" for count, text in common_reasons(failed, top=5)))
+              *(f"- {stage}: {len([r for r in records if r.trained])} trained"
+                for stage, records in results.stages.items() if stage != "rung-0")]
+    lines.append(f"- failed: {len(failed)}"
+                 + "".join(f"\n  - {count} x {text}" for count, text in common_reasons(failed, top=5)))
     if other_not_trained:
         others = [r for r in not_trained if r not in over_budget]
         lines.append("- not trained: " + "; ".join(f"{count} x {text}" for count, text in common_reasons(others)))

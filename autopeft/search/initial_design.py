@@ -40,11 +40,13 @@ BASELINES: tuple[Baseline, ...] = (
     Baseline("pfeiffer", "serial bottleneck adapter after the FFN, reduction 16 (Pfeiffer et al., 2021)",
              {"serial_adapter": ModuleWish(size=48, scale_with_hidden=True, options={"location": "ffn"})}),
     Baseline("parallel_adapter", "parallel adapter on the FFN, scaling 4 (He et al., 2022)",
-             {"parallel_adapter": ModuleWish(size=48, scale_with_hidden=True, options={"location": "ffn", "scaling": 4.0})}),
+             {"parallel_adapter": ModuleWish(size=48, scale_with_hidden=True,
+                                             options={"location": "ffn", "scaling": 4.0})}),
     Baseline("prefix", "prefix tuning, 30 virtual tokens (Li & Liang, 2021)", {"prefix": ModuleWish(size=30)}),
     Baseline("mam", "mix-and-match: prefix 30 + parallel FFN adapter 512 (He et al., 2022)",
              {"prefix": ModuleWish(size=30),
-              "parallel_adapter": ModuleWish(size=512, scale_with_hidden=True, options={"location": "ffn", "scaling": 4.0})}),
+              "parallel_adapter": ModuleWish(size=512, scale_with_hidden=True,
+                                             options={"location": "ffn", "scaling": 4.0})}),
 )
 
 
@@ -99,7 +101,8 @@ def baseline_params(space: SearchSpace, baseline: Baseline) -> tuple[dict[str, A
             params[dim.name] = _value_for(space, baseline, dim.name, dim.distribution, space.dims.hidden)
     point = space.decode(params)
     if set(point.modules) != set(baseline.modules):
-        return None, f"the space cannot express exactly {sorted(baseline.modules)} (would give {sorted(point.modules) or 'none'})"
+        return None, (f"the space cannot express exactly {sorted(baseline.modules)} "
+                      f"(would give {sorted(point.modules) or 'none'})")
     for name, wish in baseline.modules.items():
         module = point.modules[name]
         if module.layers != space.layers:

@@ -97,7 +97,8 @@ def load_records(storage, study_name: str, objectives: list[Objective]) -> dict[
     rung = 0
     while study_exists(storage, rung_study_name(study_name, rung)):
         study = optuna.load_study(study_name=rung_study_name(study_name, rung), storage=storage)
-        stages[f"rung-{rung}"] = [record_from_trial(t, f"rung-{rung}", objectives) for t in study.get_trials(deepcopy=False)]
+        stages[f"rung-{rung}"] = [record_from_trial(t, f"rung-{rung}", objectives)
+                                  for t in study.get_trials(deepcopy=False)]
         rung += 1
     if study_exists(storage, final_study_name(study_name)):
         study = optuna.load_study(study_name=final_study_name(study_name), storage=storage)

@@ -23,7 +23,8 @@ class ModuleChoice:
     def to_dict(self) -> dict:
         data: dict[str, Any] = {"layers": self.layers}
         distinct = set(self.sizes.values())
-        data["size"] = next(iter(distinct)) if len(distinct) == 1 else {int(k): v for k, v in sorted(self.sizes.items())}
+        data["size"] = (next(iter(distinct)) if len(distinct) == 1
+                        else {int(k): v for k, v in sorted(self.sizes.items())})
         if self.targets:
             data["targets"] = list(self.targets)
         data.update(self.options)
@@ -58,7 +59,8 @@ class PeftPoint:
             kind = spec.pop("type", name)
             layers = [int(layer) for layer in spec.pop("layers")]
             size = spec.pop("size", 1)
-            sizes = {int(k): v for k, v in size.items()} if isinstance(size, dict) else {layer: size for layer in layers}
+            sizes = ({int(k): v for k, v in size.items()} if isinstance(size, dict)
+                     else {layer: size for layer in layers})
             targets = tuple(spec.pop("targets", ()))
             modules[name] = ModuleChoice(kind, sizes, targets, spec)
         return cls(modules, dict(data.get("training") or {}), dict(data.get("data") or {}))

@@ -40,7 +40,8 @@ class Range(_Strict):
 
 class SizeGrid(_Strict):
     grid: list[float] = Field(min_length=1)
-    scale_to_hidden: int | None = Field(default=None, ge=1)  # grid written for this hidden size; rescaled to the model's
+    # grid written for this hidden size; rescaled to the model's
+    scale_to_hidden: int | None = Field(default=None, ge=1)
     tie: Literal["global", "per_layer"] = "global"
 
     @field_validator("grid")

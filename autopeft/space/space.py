@@ -98,7 +98,8 @@ class SearchSpace:
         kind = get_module_type(module)
         limit = kind.max_size(self.dims, len(self.layers))
         if limit is not None and largest > limit:
-            raise self._error(f"modules.{module}.size", f"{kind.size} {largest} does not fit the model (at most {limit})")
+            raise self._error(f"modules.{module}.size",
+                              f"{kind.size} {largest} does not fit the model (at most {limit})")
 
     def _check_applies(self, module: str, kind: ModuleType, spec: ModuleSpec) -> None:
         """The spec's fields are ones this module type has (a field it lacks would be silently ignored)."""
@@ -111,7 +112,8 @@ class SearchSpace:
         for option in OPTION_FIELDS:
             if getattr(spec, option) is not None and option not in kind.options:
                 has = ", ".join(kind.options) or "none"
-                raise self._error(f"modules.{module}.{option}", f"'{module}' has no option '{option}' (its options: {has})")
+                raise self._error(f"modules.{module}.{option}",
+                                  f"'{module}' has no option '{option}' (its options: {has})")
         problem = kind.unsupported(self.arch)
         if problem:
             raise self._error(f"modules.{module}", problem)
@@ -267,7 +269,7 @@ class SearchSpace:
         if isinstance(size, SizeGrid):
             grid = self.grids[module]
             if size.tie == "per_layer":
-                sizes = {l: grid[params[f"{module}.size_level.layer_{l}"]] for l in on_layers}
+                sizes = {layer: grid[params[f"{module}.size_level.layer_{layer}"]] for layer in on_layers}
             else:
                 sizes = dict.fromkeys(on_layers, grid[params[f"{module}.size_level"]])
         elif size is not None:

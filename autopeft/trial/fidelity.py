@@ -23,7 +23,8 @@ class Fidelity:
     def __post_init__(self):
         if self.train_examples is not None and not (math.isfinite(self.train_examples) and self.train_examples > 0):
             raise AutopeftError("--train-examples must be positive (a count, or a fraction <= 1)")
-        if self.train_examples is not None and self.train_examples > 1 and self.train_examples != int(self.train_examples):
+        if (self.train_examples is not None and self.train_examples > 1
+                and self.train_examples != int(self.train_examples)):
             raise AutopeftError(f"--train-examples {self.train_examples:g} is neither a count nor a fraction <= 1")
         if not math.isfinite(self.epochs) or (self.epochs <= 0 and not self.max_steps):
             raise AutopeftError("--epochs must be positive")

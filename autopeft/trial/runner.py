@@ -115,7 +115,8 @@ class TrialRunner:
 
         ``train_indices`` (into the train split) overrides the seeded random subset of the fidelity:
         data-selection strategies pass theirs here. ``warmup`` pre-fine-tunes the adapter first (masked/causal
-        LM on pool texts, or the task loss on other train rows; not with DeepSpeed or several ranks). ``save_dir`` receives the trained adapter (from
+        LM on pool texts, or the task loss on other train rows; not with DeepSpeed or several ranks).
+        ``save_dir`` receives the trained adapter (from
         rank 0; every rank must pass it, since gathering ZeRO-3 partitions is collective). A bad
         ``training.deepspeed`` raises AutopeftError: that is the user's input, not the trial.
         """
@@ -148,7 +149,8 @@ class TrialRunner:
         except torch.OutOfMemoryError as exc:
             result.status, result.reason = OOM, str(exc).splitlines()[0]
         except Exception as exc:  # a bad point must end its trial, not the search
-            result.status, result.reason = ERROR, f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            result.status, result.reason = ERROR, (f"error: {type(exc).__name__}: "
+                                                   f"{str(exc).splitlines()[0] if str(exc) else ''}")
         finally:
             if engine is not None:
                 engine.destroy()  # its ZeRO hooks and optimizer state end with the trial
@@ -228,7 +230,8 @@ class TrialRunner:
                              seed=seed, device=self.device)
         except NonFiniteLoss as exc:
             raise TrialDiverged(f"warm-up {exc}") from None
-        result.warmup_steps, result.warmup_seconds, result.warmup_loss = done["steps"], done["seconds"], done["final_loss"]
+        result.warmup_steps, result.warmup_seconds, result.warmup_loss = (done["steps"], done["seconds"],
+                                                                          done["final_loss"])
 
     def _check_converged(self, result: TrialResult) -> None:
         """A non-finite eval loss, or one far above the input-blind predictor's, is divergence, not a result.
@@ -334,7 +337,8 @@ class TrialRunner:
         metrics = {"eval_loss": loss_sum / max(loss_weight, 1)}
         if kind != "causal_lm":
             metrics.update(
-                compute_metrics(self.task.spec, torch.cat(predictions).cpu().numpy(), torch.cat(references).cpu().numpy())
+                compute_metrics(self.task.spec, torch.cat(predictions).cpu().numpy(),
+                                torch.cat(references).cpu().numpy())
             )
         elif fidelity.generation_examples > 0:
             metrics["exact_match"] = self._generation_exact_match(model, split, indices, fidelity, training)

@@ -208,7 +208,8 @@ def parse_size(size: str | int | float, pool_size: int) -> int:
             raise
         raise AutopeftError(f"size must be a count, a percentage (5%) or a fraction <= 1, got '{text}'") from None
     if count < 1:
-        raise AutopeftError(f"size must be at least one example, got {what}" + ("" if what == f"size {text}" else f" = {count}"))
+        raise AutopeftError(f"size must be at least one example, got {what}"
+                            + ("" if what == f"size {text}" else f" = {count}"))
     if count > pool_size:
         raise AutopeftError(f"size {count} is larger than the pool ({pool_size} examples)")
     return count

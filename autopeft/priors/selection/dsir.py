@@ -6,7 +6,8 @@ bag-of-n-gram distributions over the buckets are fitted, one on the target texts
 reference ``HashedNgramDSIR`` does by default: bucket frequencies, ``log(p + 1e-8)`` (:data:`LOG_FLOOR`), no
 smoothing (:data:`TARGET_SMOOTHING` pseudo-counts on the target side only). An example's log importance weight
 is ``Σ_ngrams (log p_target(b) − log p_pool(b))`` over its n-grams (counts · log-ratio), i.e.
-``log p_target(x) − log p_pool(x)`` under the two bag-of-n-gram models. Resampling without replacement in proportion to the weights is done
+``log p_target(x) − log p_pool(x)`` under the two bag-of-n-gram models. Resampling without replacement in
+proportion to the weights is done
 with the Gumbel top-k trick: rank by ``log w + Gumbel noise`` (seeded), highest first; the first N of
 that order are a weighted sample of size N.
 

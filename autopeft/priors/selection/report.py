@@ -74,7 +74,8 @@ def selection_report(*, title: str, summary: dict, details: dict | None = None, 
     parts += [f"- {name}: {value}" for name, value in summary.items()]
     if details:
         parts += ["", "## Strategy details", ""]
-        parts += [f"- {name}: {f'{value:.4g}' if isinstance(value, float) else value}" for name, value in details.items()]
+        parts += [f"- {name}: {f'{value:.4g}' if isinstance(value, float) else value}"
+                  for name, value in details.items()]
     if labels:
         parts += ["", "## Label balance (selection vs pool" + (" and target)" if "target" in labels[0] else ")"), "",
                   _markdown_table(labels, "label")]

@@ -29,7 +29,8 @@ from autopeft._imports import optional_dependency
 from autopeft.search.objectives import PARAMS
 from autopeft.search.pareto import reference_point
 
-DESCRIPTION = "BoTorch GP on the measured objectives + exact parameter count, expected hypervolume improvement (default)"
+DESCRIPTION = ("BoTorch GP on the measured objectives + exact parameter count, "
+               "expected hypervolume improvement (default)")
 N_RANDOM_CANDIDATES = 384
 N_MUTATIONS_PER_FRONT_POINT = 16
 N_STARTUP = 3  # distinct finished points before the GP takes over
@@ -138,7 +139,8 @@ class KnownCostBoTorchSampler(optuna.samplers.BaseSampler):
         try:
             scores = self._acquisition(finished, candidates)
         except Exception as exc:  # a singular GP must not end the search: fall back to a random candidate
-            warnings.warn(f"BoTorch acquisition failed ({type(exc).__name__}: {exc}); using a random candidate")
+            warnings.warn(f"BoTorch acquisition failed ({type(exc).__name__}: {exc}); using a random candidate",
+                          stacklevel=2)
             return candidates[int(self._rng.integers(len(candidates)))]
         return candidates[int(np.argmax(scores))]
 
@@ -230,7 +232,8 @@ class KnownCostBoTorchSampler(optuna.samplers.BaseSampler):
                 gp.load_state_dict({k: v for k, v in previous.items() if "outcome_transform" not in k}, strict=False)
                 if len(x) < fitted_on * REFIT_GROWTH:
                     return gp  # hyperparameters barely change between refits; conditioning on new data is enough
-            fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp), optimizer_kwargs={"options": {"maxiter": 100}})
+            fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp),
+                             optimizer_kwargs={"options": {"maxiter": 100}})
         self._gp_state[slot] = ({k: v.clone() for k, v in gp.state_dict().items()}, len(x))
         return gp
 
