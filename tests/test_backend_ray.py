@@ -74,7 +74,9 @@ def test_ray_search_runs_two_trials_at_a_time_and_stores_what_local_stores(clust
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run_search(_settings(inputs, tmp_path / "local"))
     outcome, _ = run_search(_settings(inputs, tmp_path / "ray", backend="ray", ray_address=cluster["address"],
-                                      max_concurrent=2, epochs=20))  # longer trials: their overlap is visible
+                                      max_concurrent=2, epochs=150))
+    # ~2 s trials: longer than a Tune actor's start-up jitter, so two at a time overlap visibly (at 20 epochs,
+    # 0.27 s trials, a slow second actor start once made the four run one after another)
     assert outcome.stopped_because == "trial budget reached"
     local, remote = _trials(tmp_path / "local"), _trials(tmp_path / "ray")
     assert len(remote) == len(local) == 4
