@@ -80,3 +80,30 @@ def test_a_new_module_type_is_one_registered_class():
         assert sum(p.numel() for n, p in model.named_parameters() if n in trainable) == 2 * config.hidden_size
     finally:
         MODULE_TYPES.pop("final_norm")
+
+
+def test_sparse_with_a_sensitivity_map_and_per_layer_densities_builds_every_group():
+    """Each density group takes its own matrices' top entries (the second group once looked up full names as
+    layer-relative ones and failed)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from autopeft.modules import BuildContext
+    from autopeft.priors.sensitivity import SensitivityMap
+    from autopeft.space import ModuleChoice, PeftPoint
+
+    config = tiny_bert_config()
+    model = AutoModelForSequenceClassification.from_config(config)
+    names = [f"bert.encoder.layer.{layer}.attention.self.value" for layer in range(config.num_hidden_layers)]
+    generator = torch.Generator().manual_seed(0)
+    scores = {name: torch.rand(dict(model.named_modules())[name].weight.shape, generator=generator) for name in names}
+    sensitivity = SensitivityMap("m", scores, {"modules": {name: [i, "value"] for i, name in enumerate(names)}})
+    densities = {layer: (0.1 if layer % 2 else 0.2) for layer in range(config.num_hidden_layers)}
+    point = PeftPoint({"sparse": ModuleChoice("sparse", densities, ("value",))})
+    configs = build_peft_config(point, config, "classification", BuildContext(sensitivity=sensitivity)).components
+    assert sorted(len(c.target_modules) for c in configs) == [config.num_hidden_layers // 2] * 2
+    for component in configs:
+        for name, chosen in component.masks.indices.items():
+            expected = sensitivity.top_fraction_mask([name], component.density).indices[name]
+            assert torch.equal(chosen, expected)
+    assert count_trainable_params(point, config) == sum(len(i) for c in configs for i in c.masks.indices.values())

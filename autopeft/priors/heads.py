@@ -26,7 +26,7 @@ from autopeft.priors.sensitivity import model_signature
 from autopeft.trial.loop import NonFiniteLoss, Shard, TrainingConfig, train
 from autopeft.tuners.lofit import HeadRanking, LofitConfig, head_norms, lofit_l1_penalty
 
-HEADS_VERSION = 1  # part of the cache key: bump when the training recipe changes
+HEADS_VERSION = 2  # part of the cache key: bump when the training recipe changes (2: the shared loop's schedule)
 RANKING_FILE = "ranking.json"
 META_FILE = "meta.json"
 NEAR_ZERO = 1e-3  # a head whose ||A|| ends below this was switched off by the penalty

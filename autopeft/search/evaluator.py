@@ -33,10 +33,8 @@ AdapterBuilder = Callable[[PeftPoint], "AdapterFactory"]
 
 def builders_adapter_builder(model_config, kind: str, context: BuildContext | None = None) -> AdapterBuilder:
     """``autopeft.builders.build_adapter`` bound to the model config, task kind and priors (a BuildContext)."""
-    try:
-        from autopeft.builders import BuildContext, build_adapter
-    except ImportError as exc:
-        raise AutopeftError(f"the PEFT builders are not available ({exc})") from None
+    from autopeft.builders import BuildContext, build_adapter
+
     context = context or BuildContext()
     return lambda point: build_adapter(point, model_config, kind, context)
 

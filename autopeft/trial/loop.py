@@ -120,9 +120,8 @@ def train(
     Epoch ``e`` draws its length-grouped batches with seed ``seed + e``; the torch generator is seeded with
     ``seed`` first (dropout, masking). ``parameters`` (default: the model's trainable ones) are what AdamW
     updates and clipping measures (an engine has its own). With several ranks each takes its contiguous shard
-    of every global batch
-    of ``batch_size`` and the model is wrapped in DDP; a DeepSpeed ``engine`` runs forward and makes the
-    update itself (its config carries the clipping, the optimizer and the schedule). Raises
+    of every global batch of ``batch_size`` and the model is wrapped in DDP; a DeepSpeed ``engine`` runs forward
+    and makes the update itself (its config carries the clipping, the optimizer and the schedule). Raises
     :class:`NonFiniteLoss` before stepping on a NaN or infinite loss.
     """
     world, rank = distributed.world_size(), distributed.rank()

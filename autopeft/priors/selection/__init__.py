@@ -11,7 +11,10 @@ selection), so any budget is a cut of one cached ranking (:func:`load_or_compute
 Strategies: random, stratified, kcenter, similarity, dsir, el2n, ot (GOT-D); see docs/data_selection.md.
 """
 
-from autopeft.priors.selection import dsir, el2n, kcenter, ot, random, similarity, stratified  # noqa: F401  (register)
+# registered in the order --help and the docs list them (so not sorted)
+# isort: off
+from autopeft.priors.selection import random, stratified, kcenter, similarity, dsir, el2n, ot  # noqa: F401  (register)
+# isort: on
 from autopeft.priors.selection.base import (
     STRATEGIES,
     SelectionInputs,

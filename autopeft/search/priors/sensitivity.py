@@ -20,15 +20,15 @@ class SensitivityPrior(SearchPrior):
     def prepare(self, base, task) -> str:
         from autopeft.priors.sensitivity import load_or_compute_sensitivity
 
-        self.map, cached = load_or_compute_sensitivity(
+        self.sensitivity_map, cached = load_or_compute_sensitivity(
             base, task, batches=self.settings.priors.prior_batches, batch_size=SENSITIVITY_BATCH_SIZE,
             max_length=self.settings.fidelity.max_length, seed=self.settings.seed)
         self.model_config = base.config
-        seconds = self.map.meta["seconds"]
+        seconds = self.sensitivity_map.meta["seconds"]
         return "sensitivity map " + ("read from the cache" if cached else f"computed in {seconds:.1f} s")
 
     def build_context(self) -> dict[str, Any]:
-        return {"sensitivity": self.map}
+        return {"sensitivity": self.sensitivity_map}
 
     def restrict_space(self, space, note):
         from autopeft.priors.spt import most_sensitive_layers
@@ -36,7 +36,8 @@ class SensitivityPrior(SearchPrior):
 
         if self.settings.priors.sensitive_layers is None:
             return space
-        layers = most_sensitive_layers(self.map.scores, self.model_config, self.settings.priors.sensitive_layers)
+        layers = most_sensitive_layers(self.sensitivity_map.scores, self.model_config,
+                                       self.settings.priors.sensitive_layers)
         placement = space.spec.placement.model_copy(update={"layers": layers})
         space = SearchSpace(space.spec.model_copy(update={"placement": placement}), self.model_config, space.source)
         note(f"placement restricted to the {len(layers)} most sensitive layers: {layers}")
@@ -57,7 +58,7 @@ class SensitivityPrior(SearchPrior):
                 note(f"SPT point at {text} skipped: over --max-params")
                 continue
             try:
-                allocation = spt_allocation(self.map.scores, self.model_config, budget)
+                allocation = spt_allocation(self.sensitivity_map.scores, self.model_config, budget)
             except AutopeftError as exc:
                 note(f"SPT point at {text} skipped: {exc}")
                 continue

@@ -89,7 +89,7 @@ class BitFitLayer(nn.Module, BaseTunerLayer):
 
     def unmerge(self) -> None:
         if not self.merged:
-            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
+            warnings.warn("Already unmerged. Nothing to do.", stacklevel=1)
             return
         bias = self.get_base_layer().bias
         while self.merged_adapters:

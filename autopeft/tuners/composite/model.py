@@ -133,13 +133,13 @@ class CompositeModel(BaseTuner):
     adapter name. Saving and loading need nothing method-specific: PEFT selects adapter weights structurally (every
     parameter of every tuner layer except the wrapped ``base_layer``), whichever method the layer belongs to.
 
-    Components may share a module when the nesting of their layers is well defined, innermost first, by the ranks of
-    ``PEFT_NESTING_RANKS``' comment: BitFit (0), sparse (1), LoRA (2), IA3 (3), LoFiT (4), bottleneck adapters (5).
-    Equal ranks (two components of one method on a module) are refused as arbitrary, except for a method whose layer
-    holds several components (a serial and a parallel bottleneck adapter). Methods without a rank (LN tuning,
-    PEFT's other methods, tuners without
-    ``composite_nesting_rank``) must have their modules to themselves, and LN tuning must not wrap a module that
-    contains another component's target. Merging applies the innermost layer first, as the forward pass does.
+    Components may share a module when the nesting of their layers is well defined, innermost first, by nesting
+    rank (see the comment above ``PEFT_NESTING_RANKS``): BitFit (0), sparse (1), LoRA (2), IA3 (3), LoFiT (4),
+    bottleneck adapters (5). Equal ranks (two components of one method on a module) are refused as arbitrary, except
+    for a method whose layer holds several components (a serial and a parallel bottleneck adapter). Methods without a
+    rank (LN tuning, PEFT's other methods, tuners without ``composite_nesting_rank``) must have their modules to
+    themselves, and LN tuning must not wrap a module that contains another component's target. Merging applies the
+    innermost layer first, as the forward pass does.
 
     A composite adapter must be the only adapter on its model.
     """
@@ -269,5 +269,6 @@ class CompositeModel(BaseTuner):
         loaded = set(remapped) | {key.removeprefix("base_model.model.") for key in remapped}
         missing = sorted(key for key in expected if key not in loaded)
         if missing:
-            warnings.warn(f"Found missing adapter keys while loading the checkpoint: {missing}.", stacklevel=2)
+            warnings.warn(f"Found missing adapter keys while loading the checkpoint: {missing}.",
+                          stacklevel=1)  # attributed here: the CLI silences peft's own warnings, not this one
         return remapped

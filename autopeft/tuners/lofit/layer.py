@@ -123,7 +123,7 @@ class LofitLayer(nn.Module, BaseTunerLayer):
 
     def unmerge(self) -> None:
         if not self.merged:
-            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
+            warnings.warn("Already unmerged. Nothing to do.", stacklevel=1)
             return
         base = self.get_base_layer()
         while self.merged_adapters:

@@ -137,7 +137,7 @@ class SparseLayer(nn.Module, BaseTunerLayer):
 
     def unmerge(self) -> None:
         if not self.merged:
-            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
+            warnings.warn("Already unmerged. Nothing to do.", stacklevel=1)
             return
         linear = self.get_base_layer()
         while self.merged_adapters:
