@@ -1,18 +1,19 @@
 """A decoded point -> one PEFT config -> a PEFT model.
 
 Each module of the point builds its own PEFT config(s) (:meth:`autopeft.modules.ModuleType.build`). A point with a
-single PEFT-native module type (LoRA, IA3, LN tuning; prefix on a decoder over every layer) becomes that plain PEFT
-config, loadable without autopeft. Anything else becomes autopeft's own tuner, or a ``CompositeConfig`` of several
-components that trains, saves and loads as one model.
+single PEFT-native module type (LoRA, IA3, LN tuning; prefix on a decoder over every layer, through
+:meth:`~autopeft.modules.ModuleType.build_alone`) becomes that plain PEFT config, loadable without autopeft.
+Anything else becomes autopeft's own tuner, or a ``CompositeConfig`` of several components that trains, saves and
+loads as one model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from peft import PeftConfig, PrefixTuningConfig, get_peft_model
+from peft import PeftConfig, get_peft_model
 
-from autopeft.arch import Architecture, architecture_for
+from autopeft.arch import architecture_for
 from autopeft.errors import SpaceError
 from autopeft.modules import BuildContext, Target, get_module_type
 from autopeft.space.point import PeftPoint
@@ -31,16 +32,6 @@ def component_configs(point: PeftPoint, model_config, kind: str, context: BuildC
     return configs
 
 
-def _whole_model_prefix(point: PeftPoint, model_config, arch: Architecture) -> PrefixTuningConfig | None:
-    """PEFT's own prefix tuning, when a decoder point is prefix-only, on every layer, one length."""
-    if arch.encoder or list(point.modules) != ["prefix"]:
-        return None
-    sizes = point.modules["prefix"].sizes
-    if sorted(sizes) != list(range(model_config.num_hidden_layers)) or len(set(sizes.values())) != 1:
-        return None
-    return PrefixTuningConfig(num_virtual_tokens=int(next(iter(sizes.values()))), task_type="CAUSAL_LM")
-
-
 def build_peft_config(point: PeftPoint, model_config, kind: str, context: BuildContext = BuildContext()) -> PeftConfig:
     if point.is_empty:
         raise SpaceError("the point has no PEFT module (every size or layer is off)")
@@ -50,10 +41,13 @@ def build_peft_config(point: PeftPoint, model_config, kind: str, context: BuildC
         if outside:
             raise SpaceError(f"module '{name}' of the point is placed on layer(s) {outside}, but the model has "
                              f"{num_layers} layers (0 to {num_layers - 1})")
-    arch = architecture_for(model_config)
-    native_prefix = _whole_model_prefix(point, model_config, arch)
-    if native_prefix is not None:
-        return native_prefix
+    if len(point.modules) == 1:
+        (module,) = point.modules.values()
+        arch = architecture_for(model_config)
+        target = Target(arch, arch.dims(model_config), TASK_TYPES[kind])
+        alone = get_module_type(module.type).build_alone(module, target)
+        if alone is not None:
+            return alone
     configs = component_configs(point, model_config, kind, context)
     if len(configs) == 1:
         return configs[0]

@@ -95,6 +95,11 @@ class ModuleType(ABC):
     def build(self, module: ModuleChoice, target: Target, context: BuildContext) -> list[PeftConfig]:
         """The PEFT config(s) of ``module`` (several when one tuner config cannot hold per-layer sizes)."""
 
+    def build_alone(self, module: ModuleChoice, target: Target) -> PeftConfig | None:
+        """A plain PEFT config for a point made of this module alone, where one fits better than :meth:`build`'s
+        (e.g. PEFT's own prefix tuning on a decoder); None: use :meth:`build`."""
+        return None
+
 
 MODULE_TYPES: dict[str, ModuleType] = {}
 """Registered module types by name, in registration order (the order reports and error messages list them)."""

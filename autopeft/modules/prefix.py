@@ -1,10 +1,12 @@
 """Prefix tuning (Li & Liang, 2021): learned key/value vectors prepended in each chosen layer's attention.
 
 autopeft's ``prefix`` tuner (:mod:`autopeft.tuners.prefix`) works on encoders and per layer; a decoder point that is
-prefix-only on every layer with one length becomes PEFT's own ``PrefixTuningConfig`` (see :mod:`autopeft.builders`).
+prefix-only on every layer with one length becomes PEFT's own ``PrefixTuningConfig``, which loads without autopeft.
 """
 
 from __future__ import annotations
+
+from peft import PrefixTuningConfig
 
 from autopeft.modules.base import LearningRate, ModuleType, register
 from autopeft.tuners.prefix import PrefixConfig
@@ -34,3 +36,10 @@ class Prefix(ModuleType):
                              target_modules=target.arch.module_names(layers, target.arch.attention),
                              task_type=target.task_type)
                 for length, layers in sorted(groups.items())]
+
+    def build_alone(self, module, target):
+        """PEFT's own prefix tuning, on a decoder with every layer at one length."""
+        sizes = module.sizes
+        if target.arch.encoder or sorted(sizes) != list(range(target.dims.num_layers)) or len(set(sizes.values())) != 1:
+            return None
+        return PrefixTuningConfig(num_virtual_tokens=int(next(iter(sizes.values()))), task_type="CAUSAL_LM")

@@ -105,6 +105,10 @@ class ModuleSpec(_Strict):
         return location
 
 
+OPTION_FIELDS = tuple(name for name in ModuleSpec.model_fields if name not in ("targets", "size", "optional"))
+"""The ModuleSpec fields that are module types' options (a type says which it has); a new option is one field."""
+
+
 class Placement(_Strict):
     mode: Literal["all", "shared", "per_module"] = "all"   # shared: one on/off bit per layer for every module
     layers: list[int] | None = None                        # restrict to these layer indices

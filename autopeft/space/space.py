@@ -21,9 +21,7 @@ from autopeft.arch import Architecture, Dimensions, architecture_for
 from autopeft.errors import SpaceError
 from autopeft.modules import ModuleType, get_module_type
 from autopeft.space.point import ModuleChoice, PeftPoint
-from autopeft.space.schema import Choice, ModuleSpec, Range, SizeGrid, SpaceSpec, read_space_file
-
-OPTION_FIELDS = ("scaling", "location", "alpha")   # ModuleSpec fields that are a module type's options
+from autopeft.space.schema import OPTION_FIELDS, Choice, ModuleSpec, Range, SizeGrid, SpaceSpec, read_space_file
 
 
 @dataclass(frozen=True)
@@ -157,8 +155,8 @@ class SearchSpace:
                 name = f"{module}.size_level"
                 self._add(name, IntDistribution(0, len(grid) - 1), parent, parent_values)
                 parent, parent_values = name, tuple(i for i, v in enumerate(grid) if v != 0)
-        for option, values in (("targets", spec.targets), ("scaling", spec.scaling), ("location", spec.location),
-                               ("alpha", spec.alpha)):
+        for option in ("targets", *OPTION_FIELDS):
+            values = getattr(spec, option)
             if isinstance(values, Choice):
                 choices = [_targets_key(c) for c in values.choices] if option == "targets" else values.choices
                 self._add(f"{module}.{option}", CategoricalDistribution(choices), parent, parent_values)
