@@ -111,7 +111,9 @@ def test_a_worker_killed_mid_trial_is_retried_or_recorded_failed(cluster, inputs
     killer.start()
     try:
         outcome, _ = run_search(_settings(inputs, tmp_path / "run", backend="ray", ray_address=cluster["address"],
-                                          max_concurrent=2, trial_retries=retries, epochs=60))
+                                          max_concurrent=2, trial_retries=retries, epochs=240))
+        # ~3 s trials: the kill, 1 s after a trial process appears, lands mid-trial (at 60 epochs, 0.8 s trials, it
+        # could land after the trial had reported, in a reused actor between trials, and the restart found no result)
     finally:
         stop.set()
         killer.join()
