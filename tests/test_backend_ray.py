@@ -150,8 +150,10 @@ def test_a_search_whose_driver_died_resumes_from_its_storage(cluster, inputs, tm
     out = tmp_path / "run"
     args = ["--model", inputs["model"], "--dataset", inputs["dataset"], "--space", inputs["space"], "--trials", "4",
             "--sampler", "random", "--no-baselines", "--quasi-random", "0", "--final-seeds", "0", "--max-length", "32",
-            "--epochs", "40", "--backend", "ray", "--ray-address", cluster["address"], "--max-concurrent", "2",
+            "--epochs", "200", "--backend", "ray", "--ray-address", cluster["address"], "--max-concurrent", "2",
             "--out", str(out)]
+    # ~2.5 s trials, so the driver dies with trials running (at 40 epochs, 0.55 s trials, one resume in a fresh CI
+    # run trained 3 configurations instead of 4; see the stop note of issue 16)
     driver = subprocess.Popen([sys.executable, "-m", "autopeft.cli", "search", *args], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
