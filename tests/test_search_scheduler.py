@@ -94,3 +94,19 @@ def test_interrupt_marks_fails_and_queues_a_retry_once():
     assert Retry.of(retry.number, {}, retry.user_attrs[R.ORIGIN], "point-a") is None      # a retry is not retried
     assert not store.interrupt(study, failed._trial_id, "again")                           # already finished
     store.close()
+
+
+def test_a_trial_left_running_mid_tell_is_not_a_result_its_retry_copies():
+    """A driver SIGKILLed between a tell's writes leaves a RUNNING trial marked trained: on resume it is no result
+    (before, its retry copied it and failed with an empty reason)."""
+    storage = optuna.storages.InMemoryStorage()
+    first = StudyStore(storage, "s", OBJECTIVES, seed=0)
+    study = first.rung(0)
+    first.queue(study, {}, "quasi-random", "point-a")
+    trial = first.ask(study)
+    trial.set_user_attr(R.TRAINED, True)   # the tell's first write; the process dies before the rest
+    resumed = StudyStore(storage, "s", OBJECTIVES, seed=0)
+    resumed.open(optuna.samplers.RandomSampler(seed=0), {}, rungs=1)
+    assert "point-a" not in resumed.finished[0]
+    first.close()
+    resumed.close()

@@ -286,10 +286,13 @@ class StudyStore:
         return _earliest_by_key(live), len(live)
 
     def _add_finished(self, rung: int, trial: FrozenTrial) -> None:
-        """A trained trial's result joins :attr:`finished` (the first one per point; interrupted ones are none)."""
+        """A trained trial's result joins :attr:`finished` (the first one per point; interrupted ones are none).
+
+        Only a finished trial has a result: a process killed between a tell's writes leaves a RUNNING trial marked
+        trained, which is abandoned (interrupted and retried), not a result its retry may copy."""
         key = trial.user_attrs.get(R.KEY)
-        if key is not None and key not in self.finished[rung] and trial.user_attrs.get(R.TRAINED) \
-                and trial.user_attrs.get(R.STATUS) != R.INTERRUPTED:
+        if key is not None and key not in self.finished[rung] and trial.state.is_finished() \
+                and trial.user_attrs.get(R.TRAINED) and trial.user_attrs.get(R.STATUS) != R.INTERRUPTED:
             self.finished[rung][key] = R.record_from_trial(trial, f"rung-{rung}", self.objectives)
 
     def trials_ahead(self, trial: optuna.Trial) -> int:
