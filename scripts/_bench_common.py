@@ -6,6 +6,9 @@ exists, full; any option given on the command line overrides the preset) and ``-
 writes ``FOLDER/<name>.json`` (settings, machine, seconds, data) and ``FOLDER/<name>.md`` through
 :func:`write`. quick reproduces the committed figures; quick and full default to ``benchmarks/``;
 toy (what the CI test runs) must be given its own ``--out`` so it never overwrites committed results.
+medium (issue 17's evidence: hours here in all) writes to ``benchmarks/medium/`` and runs per task
+(``--tasks sst2``): a run's tasks replace the same tasks in the JSON already there and keep the others
+(:func:`merge_tasks`), so the medium figures can be made in parts.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def parse_args(parser: argparse.ArgumentParser, presets: dict[str, dict], argv: 
     if args.out is None:
         if args.size == "toy":
             parser.error("--size toy needs --out (toy results must not replace the committed ones)")
-        args.out = ROOT / "benchmarks"
+        args.out = ROOT / "benchmarks" / ("medium" if args.size == "medium" else "")
     args.name = name
     return args
 
@@ -118,9 +121,10 @@ def load(task: str, tokenize_length: int | None = None):
     return data, base
 
 
-def runner_evaluator(base, task, learning_rate: float, heads_max_length: int | None = None):
+def runner_evaluator(base, task, learning_rate: float | None, heads_max_length: int | None = None):
     """The search's evaluator (builders + TrialRunner) over an already loaded base model. LoFiT points need a
-    head ranking: pass ``heads_max_length`` to learn one (cached on disk, as ``--prior heads`` does)."""
+    head ranking: pass ``heads_max_length`` to learn one (cached on disk, as ``--prior heads`` does).
+    ``learning_rate`` is one rate for every parameter, as ``--lr``; None: each module type's own rate."""
     from autopeft.builders import BuildContext
     from autopeft.search import RunnerEvaluator, builders_adapter_builder
     from autopeft.trial import TrainingConfig, TrialRunner
@@ -131,8 +135,9 @@ def runner_evaluator(base, task, learning_rate: float, heads_max_length: int | N
 
         ranking = load_or_select_heads(base, task, max_length=heads_max_length, seed=0)[0]
     context = BuildContext(head_ranking=ranking)
+    training = TrainingConfig() if learning_rate is None else TrainingConfig(learning_rate=learning_rate)
     return RunnerEvaluator(TrialRunner(base, task), builders_adapter_builder(base.config, task.spec.kind, context),
-                           TrainingConfig(learning_rate=learning_rate))
+                           training, learning_rate=learning_rate)
 
 
 def space_has(space: str, module: str) -> bool:
@@ -191,6 +196,24 @@ def machine() -> dict:
 
 def command_line(args) -> str:
     return " ".join(["python", f"scripts/bench_{args.name}.py", *args.argv])
+
+
+def merge_tasks(args, data: dict, lists: tuple[str, ...]) -> dict:
+    """``data`` plus, from ``OUT/<name>.json`` of an earlier run of the same size, the entries of each list in
+    ``lists`` whose ``task`` this run did not do (a per-task run of a medium benchmark keeps the other tasks)."""
+    path = args.out / f"{args.name}.json"
+    if not path.is_file():
+        return data
+    earlier = json.loads(path.read_text())
+    if earlier.get("size") != args.size:
+        return data
+    done = set(csv(args.tasks))
+    merged = dict(data)
+    for key in lists:
+        kept = [entry for entry in earlier.get(key, []) if entry.get("task") not in done]
+        merged[key] = kept + list(data.get(key, []))
+    merged["merged_tasks"] = sorted({e.get("task") for key in lists for e in merged[key] if e.get("task")})
+    return merged
 
 
 def write(args, data: dict, markdown_lines: list[str], started: float) -> None:

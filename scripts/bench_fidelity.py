@@ -2,13 +2,24 @@
 
 The search ranks configurations by trials at low fidelity; this checks that the ranking carries
 over. N distinct, non-empty points are drawn uniformly from the space (``SearchSpace.sample``,
-seeded), each trained once (same seed) at the low fidelity of ``bench_search.py`` and at the full
-fidelity of ``bench_quality.py``, with the search's evaluator (builders + TrialRunner); both metrics
-are on the validation split (the one the search selects on). ``scipy.stats.spearmanr`` over the
-points where both trials succeeded.
+seeded) and trained with the search's evaluator (builders + TrialRunner); every metric is on the
+validation split (the one the search selects on). ``scipy.stats.spearmanr`` over the points where
+both trials succeeded.
 
-    python scripts/bench_fidelity.py --size quick|full|toy [--out DIR] [overrides]
-    -> benchmarks/fidelity.json and benchmarks/fidelity.md
+Two designs:
+
+- ``--rungs`` (size medium): the search's own rungs. ``autopeft search`` trains a rung as the first
+  ``fraction`` of the full fidelity's optimiser steps (same data, batches and LR schedule; at least
+  ``MIN_RUNG_STEPS``), and a promotion continues the lower rung's checkpoint. So each point trains
+  ONCE to full fidelity here, continued rung by rung, and is evaluated at every rung: rho per rung
+  vs full, and the rung ``--fidelity auto`` should settle on. The learning rate is each module
+  type's own (as a search without ``--lr``), unless ``--lr`` is given. Also reported: the share of
+  points at each rung that score no better than the trivial (majority / mean) predictor.
+- ``--low`` (sizes toy/quick/full, the design before step rungs): a separate low-fidelity training
+  (fewer examples, shorter sequences) vs a full one.
+
+    python scripts/bench_fidelity.py --size medium|quick|full|toy [--tasks sst2] [--out DIR] [overrides]
+    -> benchmarks/fidelity.json and benchmarks/fidelity.md (medium: benchmarks/medium/)
 """
 
 from __future__ import annotations
@@ -31,6 +42,10 @@ PRESETS = {
     "full": dict(tasks="sst2,rte,trec", space="autopeft", points=20, low="500,64,500,16",
                  full_train_examples="sst2=10000,rte=all,trec=all", full_epochs=3.0, full_max_length=0,
                  full_eval_examples=0, full_batch_size=32),
+    # the search's step rungs of --fidelity auto (eta 3) over bench_quality's medium full fidelity
+    "medium": dict(tasks="sst2,rte,trec", space="default", points=20, rungs="0.037037,0.111111,0.333333",
+                   full_train_examples="sst2=3000,rte=all,trec=3000", full_epochs=2.0, full_max_length=0,
+                   full_eval_examples=500, full_batch_size=16),
 }
 
 
@@ -51,6 +66,77 @@ def sample_points(space, count: int, seed: int) -> list:
         if len(points) == count:
             break
     return points
+
+
+def spearman(pairs: list[tuple[float, float]]) -> tuple[float | None, float | None]:
+    from scipy.stats import spearmanr
+
+    if len(pairs) < 3:
+        return None, None
+    result = spearmanr([a for a, _ in pairs], [b for _, b in pairs])
+    if not math.isfinite(result.statistic):  # constant metrics (e.g. every point at the majority class) have none
+        return None, None
+    return float(result.statistic), float(result.pvalue)
+
+
+def full_fidelity(args, task: str):
+    from autopeft.trial import Fidelity
+
+    return Fidelity(train_examples=C.per_task(args.full_train_examples, [task])[task], epochs=args.full_epochs,
+                    max_length=args.full_max_length or C.TASKS[task][1],
+                    eval_examples=args.full_eval_examples or None, batch_size=args.full_batch_size)
+
+
+def run_task_rungs(args, task: str) -> dict:
+    """Each point trained once to full fidelity, continued through the search's step rungs, evaluated at each."""
+    import tempfile
+    from dataclasses import replace
+
+    from autopeft.space import SearchSpace, count_trainable_params
+
+    data, base = C.load(task)
+    space = SearchSpace.from_file(C.space_path(args.space), base.config)
+    full = full_fidelity(args, task)
+    C.load(task, tokenize_length=full.max_length)
+    fractions = [float(f) for f in C.csv(args.rungs)]
+    ladder = [replace(full, step_fraction=f) for f in fractions] + [full]
+    evaluator = C.runner_evaluator(base, data, args.lr, full.max_length if "lofit" in space.spec.modules else None)
+    metric = data.spec.metric
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for index, point in enumerate(sample_points(space, args.points, args.seed)):
+            row = {"point": index, "description": point.describe(), "rungs": [], "spec": point.to_dict(),
+                   "params": count_trainable_params(point, base.config)}
+            previous = None
+            for level, fidelity in enumerate(ladder):
+                checkpoint = str(Path(scratch) / f"p{index}-r{level}")
+                result = evaluator(point, fidelity, args.seed, resume_from=previous,
+                                   checkpoint_to=checkpoint if level < len(ladder) - 1 else None)
+                row["rungs"].append({"steps": result.steps, "metric": result.metrics.get(metric),
+                                     "status": result.status, "reason": result.reason, "trivial": result.trivial,
+                                     "trivial_metric": result.trivial_metric, "stderr": result.metric_stderr,
+                                     "resumed_steps": result.resumed_steps, "wall_s": round(result.wall_seconds, 2)})
+                if not result.ok:
+                    break
+                previous = checkpoint
+            print(json.dumps({k: v for k, v in row.items() if k != "spec"}), flush=True)
+            rows.append(row)
+    agreement = []
+    for level in range(len(ladder) - 1):
+        pairs = [(r["rungs"][level]["metric"], r["rungs"][-1]["metric"]) for r in rows
+                 if len(r["rungs"]) == len(ladder) and r["rungs"][-1]["metric"] is not None]
+        rho, p_value = spearman(pairs)
+        at_level = [r["rungs"][level] for r in rows if len(r["rungs"]) > level]
+        agreement.append({"fraction": fractions[level], "steps": at_level[0]["steps"] if at_level else None,
+                          "n": len(pairs), "spearman_rho": rho, "p_value": p_value,
+                          "trivial_share": (sum(1 for x in at_level if x["trivial"]) / len(at_level)) if at_level
+                          else None})
+    finals = [r["rungs"][-1] for r in rows if len(r["rungs"]) == len(ladder)]
+    return {"task": task, "metric": metric, "full": full.to_dict(), "points": rows, "agreement": agreement,
+            "full_steps": finals[0]["steps"] if finals else None,
+            "full_trivial_share": (sum(1 for x in finals if x["trivial"]) / len(finals)) if finals else None,
+            "trivial_metric": finals[0]["trivial_metric"] if finals else None,
+            "stderr": finals[0]["stderr"] if finals else None}
 
 
 def run_task(args, task: str) -> dict:
@@ -92,7 +178,43 @@ def run_task(args, task: str) -> dict:
             "n": len(both), "spearman_rho": rho, "p_value": p_value}
 
 
+def markdown_rungs(args, data: dict) -> list[str]:
+    lines = ["# Rung agreement (MiniLM)", "",
+             f"{args.points} distinct points drawn uniformly from space `{args.space}` (seed {args.seed}), each "
+             "trained once to full fidelity and continued through the search's step rungs (a rung = the first "
+             "fraction of the full training's optimiser steps, same data, batches and LR schedule), evaluated at "
+             f"each; validation metric; learning rate {args.lr or 'per module type (its default x the point lr_scale)'}"
+             ". "
+             "ρ: Spearman between the rung's and the full fidelity's metric over the points; trivial: the share of "
+             "points no better than the majority/mean predictor (by one standard error).", ""]
+    for t in data["tasks"]:
+        full = t["full"]
+        lines += [f"## {t['task']}", "",
+                  f"Full fidelity: {full['train_examples'] or 'all'} examples × {full['epochs']:g} epochs, batch "
+                  f"{full['batch_size']}, length {full['max_length']} = {t['full_steps']} steps; "
+                  f"{full['eval_examples'] or 'all'} validation examples (trivial score {C.fmt(t['trivial_metric'])}, "
+                  f"standard error {C.fmt(t['stderr'])}); trivial at full fidelity: "
+                  f"{C.fmt(t['full_trivial_share'], 2)}.", ""]
+        lines += C.table(["rung (fraction of steps)", "steps", "points", "Spearman ρ vs full", "p-value",
+                          "trivial share"],
+                         [[f"{a['fraction']:.3f}", a["steps"], a["n"], C.fmt(a["spearman_rho"]),
+                           C.fmt(a["p_value"], 4), C.fmt(a["trivial_share"], 2)] for a in t["agreement"]])
+        lines += [""]
+        headers = ["#", "point", "params"] + [f"{a['fraction']:.3f}" for a in t["agreement"]] + ["full", "total s"]
+        lines += C.table(headers, [[r["point"], r["description"], f"{r['params']:,}"]
+                                   + [C.fmt(x["metric"]) + (" (t)" if x["trivial"] else "") for x in r["rungs"]]
+                                   + ["–"] * (len(headers) - 4 - len(r["rungs"]))
+                                   + [C.fmt(sum(x["wall_s"] for x in r["rungs"]), 1)] for r in t["points"]])
+        failed = [(r["point"], x["reason"]) for r in t["points"] for x in r["rungs"] if x["reason"]]
+        if failed:
+            lines += ["", "Failed: " + "; ".join(f"#{p}: {why}" for p, why in failed)]
+        lines += ["", "(t): no better than the trivial predictor.", ""]
+    return lines
+
+
 def markdown(args, data: dict) -> list[str]:
+    if args.rungs:
+        return markdown_rungs(args, data)
     lines = ["# Low-fidelity agreement (MiniLM)", "",
              f"{args.points} distinct points drawn uniformly from space `{args.space}` (seed {args.seed}), each "
              f"trained at the search's low fidelity and at full fidelity (lr {args.lr}, or the point's own); "
@@ -123,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", help=f"comma-separated: {', '.join(C.TASKS)}")
     parser.add_argument("--space")
     parser.add_argument("--points", type=int)
+    parser.add_argument("--rungs", help="the search's step rungs as fractions of the full steps "
+                                         "(e.g. 0.037,0.111,0.333); replaces --low")
     parser.add_argument("--low", help="low fidelity (bench_search's): train examples, max length, eval examples, "
                                       "batch size (e.g. 256,32,256,8)")
     parser.add_argument("--full-train-examples", help="'1000' for every task or 'sst2=10000,rte=all'")
@@ -130,12 +254,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full-max-length", type=int, help="0: per task (sst2 64, rte 128, trec 64)")
     parser.add_argument("--full-eval-examples", type=int, help="0: the whole validation split")
     parser.add_argument("--full-batch-size", type=int)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, help="one rate for every point (default: 3e-3 with --low; each module "
+                                                 "type's own with --rungs)")
     parser.add_argument("--seed", type=int, default=0)
     args = C.parse_args(parser, PRESETS, argv, "fidelity")
+    if not getattr(args, "rungs", None):
+        args.rungs = None
+        args.lr = 3e-3 if args.lr is None else args.lr
     started = time.perf_counter()
     C.quiet()
-    data = {"tasks": [run_task(args, task) for task in C.csv(args.tasks)]}
+    run = run_task_rungs if args.rungs else run_task
+    data = {"tasks": [run(args, task) for task in C.csv(args.tasks)]}
+    if args.size == "medium":
+        data = C.merge_tasks(args, data, ("tasks",))
     C.write(args, data, markdown(args, data), started)
 
 

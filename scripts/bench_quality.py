@@ -17,8 +17,20 @@ Reported: test metric (GLUE dev / TREC test) mean ± std over seeds; the validat
 selection split) is in the JSON. PEFT methods use ``--lr`` (a point of a space that searches the
 learning rate keeps its own), full fine-tuning ``--full-ft-lr``.
 
-    python scripts/bench_quality.py --size quick|full|toy [--out DIR] [--from-run RUN_DIR ...] [overrides]
-    -> benchmarks/quality.json and benchmarks/quality.md
+Size medium (issue 17's evidence, per task: ``--tasks sst2``; tasks merge into
+``benchmarks/medium/quality.json``): full fine-tuning's learning rate is picked first by a small
+sweep (``--full-ft-lrs``, seed 0, best validation metric); PEFT methods train at each module type's
+own rate (``--lr`` unset), as ``autopeft search`` does; the autopeft rows come from one search per
+budget (``--budgets lora,1``: LoRA r8's parameter count, and 1 % of the model) run here with the
+defaults a user gets (default space, ``--fidelity auto``, default trials and sampler), its full
+fidelity being this benchmark's training, ``--max-params`` the budget and no final stage (the rows
+below retrain the pick with every seed). Each search's cost is reported as a ratio to one
+full-fidelity LoRA r8 training measured in the same run (wall seconds of the whole search / mean
+wall seconds of the LoRA r8 rows), with its rung agreement and whether a trivial point reached
+its front.
+
+    python scripts/bench_quality.py --size quick|full|toy|medium [--out DIR] [--from-run RUN_DIR ...] [overrides]
+    -> benchmarks/quality.json and benchmarks/quality.md (medium: benchmarks/medium/)
 """
 
 from __future__ import annotations
@@ -42,7 +54,12 @@ PRESETS = {  # search_fidelity (train examples, length, eval examples, batch): b
     "full": dict(tasks="sst2,rte,trec", methods=ALL, train_examples="sst2=10000,rte=all,trec=all", epochs=3.0,
                  max_length=0, eval_examples=0, batch_size=32, seeds=3, budgets="0.1,1", search_trials=40,
                  search_fidelity=(500, 64, 500, 16)),
+    "medium": dict(tasks="sst2,rte,trec", methods="full,lora,pfeiffer,autopeft",
+                   train_examples="sst2=3000,rte=all,trec=3000", epochs=2.0, max_length=0, eval_examples=500,
+                   batch_size=16, seeds=3, budgets="lora,1", search_trials=0, search_fidelity=None,
+                   full_ft_lrs="2e-5,5e-5,1e-4"),
 }
+YES_NO = {True: "yes", False: "no", None: "–"}
 LABELS = {"full": "full fine-tuning", "ia3": "IA3 (key, value, FFN out)", "bitfit": "BitFit (all biases)"}
 
 
@@ -83,13 +100,67 @@ def own_search(args, task: str) -> Path:
     return run_dir
 
 
+def default_search(args, task: str, fidelity, budget: int, label: str) -> dict:
+    """A search as a user runs it (default space, --fidelity auto, default trials/sampler, per-type learning rates)
+    whose full fidelity is this benchmark's training and whose --max-params is ``budget``; no final stage."""
+    import shutil
+
+    from autopeft.search import records as R
+    from autopeft.search.results import load_results
+    from autopeft.search.run import run_search
+    from autopeft.search.settings import SearchSettings
+
+    run_dir = C.runs_dir(args, "quality") / f"{task}-default-{label}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    options = dict(model="minilm", dataset=C.dataset_path(task), final_seeds=0, max_params=budget,
+                   train_examples=fidelity.train_examples, epochs=fidelity.epochs, max_length=fidelity.max_length,
+                   eval_examples=fidelity.eval_examples, batch_size=fidelity.batch_size, out=str(run_dir))
+    if args.search_trials:
+        options["trials"] = args.search_trials
+    if args.lr is not None:
+        options["lr"] = args.lr
+    started = time.perf_counter()
+    run_search(SearchSettings.model_validate(options))
+    seconds = time.perf_counter() - started
+    results = load_results(run_dir)
+    trained = [r for r in results.all_records if r.trained and R.RESULT in r.attrs]
+    by_stage = {stage: sum(1 for r in records if r.trained) for stage, records in results.stages.items()}
+    study_attrs = _study_attrs(run_dir)
+    return {"run": str(run_dir), "budget": budget, "label": label, "seconds": round(seconds, 1),
+            "trial_seconds": round(sum(r.attrs[R.RESULT]["wall_seconds"] for r in trained), 1),
+            "trained_per_stage": by_stage, "first_rung": study_attrs.get(R.FIRST_RUNG_ATTR, 0),
+            "agreement": study_attrs.get(R.AGREEMENT_ATTR, []),
+            "trivial_trials": sum(1 for r in trained if r.trivial),
+            "front_stage": results.front_stage, "front_size": len(results.front),
+            "trivial_on_front": sum(1 for r in results.front if r.trivial),
+            "any_nontrivial": any(not r.trivial and r.complete for r in trained)}
+
+
+def _study_attrs(run_dir: Path) -> dict:
+    """The rung-0 study's user attributes (first rung, rung agreement) of a run."""
+    import optuna
+
+    from autopeft.search import records as R
+    from autopeft.search.run import read_run_info
+
+    info = read_run_info(run_dir)
+    study = optuna.load_study(study_name=R.rung_study_name(info.study_name, 0), storage=info.open_storage())
+    return dict(study.user_attrs)
+
+
 def autopeft_points(run_dirs: list[Path], budgets: list[float], model_params: int) -> list[dict]:
     """The best exported Pareto point within each budget (fraction of the model), pooled over the runs."""
     from autopeft.export import export_run
+    from autopeft.search.results import load_results
     from autopeft.space import PeftPoint
 
     candidates = {}
     for run_dir in run_dirs:
+        if not load_results(run_dir).front:  # every trial trivial: the run has no Pareto point (export refuses it)
+            print(f"note: {run_dir} has no Pareto front (every trial trivial or failed); it offers no point",
+                  file=sys.stderr)
+            continue
         export, _ = export_run(run_dir)
         pareto = json.loads((export / "pareto.json").read_text())
         metric = pareto["objectives"][0]["name"]
@@ -129,8 +200,23 @@ def run_task(args, task: str, from_runs: list[Path]) -> tuple[list[dict], list[d
         raise SystemExit(f"unknown method(s) {sorted(unknown)} (choose from: {', '.join(METHODS)})")
     made = hand_made(base.config)
     entries = [(m, *made[m]) for m in methods if m not in ("full", "autopeft")]
-    picked = []
-    if "autopeft" in methods:
+    picked, searches = [], []
+    if "autopeft" in methods and args.size == "medium":
+        from autopeft.space import count_trainable_params
+
+        for budget in C.csv(args.budgets):
+            count = (count_trainable_params(made["lora"][1], base.config) if budget == "lora"
+                     else int(float(budget) / 100 * model_params))
+            label = "lora" if budget == "lora" else f"{float(budget):g}pct"
+            search = default_search(args, task, fidelity, count, label)
+            searches.append({"task": task, **search})
+            print(json.dumps(searches[-1]), flush=True)
+            for pick in autopeft_points([Path(search["run"])], [100 * count / model_params], model_params):
+                pick["budget_label"] = "LoRA r8's parameters" if budget == "lora" else f"{float(budget):g} %"
+                picked.append(pick)
+        entries += [("autopeft", f"autopeft ≤ {p['budget_label']}", p["peft_point"]) for p in picked
+                    if p["peft_point"] is not None]
+    elif "autopeft" in methods:
         runs = [r for r in from_runs if Path(read_run_info(r).settings["dataset"]).name == C.TASKS[task][0]]
         if not runs and args.search_trials:
             runs = [own_search(args, task)]
@@ -139,13 +225,23 @@ def run_task(args, task: str, from_runs: list[Path]) -> tuple[list[dict], list[d
                     if p["peft_point"] is not None]
     needs_heads = any(m.type == "lofit" for _, _, point in entries for m in point.modules.values())
     evaluator = C.runner_evaluator(base, data, args.lr, fidelity.max_length if needs_heads else None)
+    full_ft_lr, sweep = args.full_ft_lr, []
+    if "full" in methods and getattr(args, "full_ft_lrs", None):
+        for lr in (float(x) for x in C.csv(args.full_ft_lrs)):
+            result = evaluator.runner.run(full_finetuning, fidelity, 0, TrainingConfig(learning_rate=lr))
+            sweep.append({"task": task, "lr": lr, "status": result.status,
+                          "validation": result.metrics.get(data.spec.metric), "wall_s": round(result.wall_seconds, 1)})
+            print(json.dumps(sweep[-1]), flush=True)
+        scored = [x for x in sweep if x["validation"] is not None]
+        if scored:
+            full_ft_lr = max(scored, key=lambda x: x["validation"])["lr"]
     rows = []
     for seed in range(args.seeds):
         jobs = ([("full", LABELS["full"], None)] if "full" in methods else []) + entries
         for method, label, point in jobs:
             if point is None:
                 result = evaluator.runner.run(full_finetuning, fidelity, seed,
-                                              TrainingConfig(learning_rate=args.full_ft_lr), evaluate_test=True)
+                                              TrainingConfig(learning_rate=full_ft_lr), evaluate_test=True)
             else:
                 result = evaluator(point, fidelity, seed, evaluate_test=True)
             metric = data.spec.metric
@@ -160,7 +256,11 @@ def run_task(args, task: str, from_runs: list[Path]) -> tuple[list[dict], list[d
             print(json.dumps(rows[-1]), flush=True)
     for entry in picked:
         entry.pop("peft_point")
-    return rows, [{"task": task, **p} for p in picked]
+    lora_wall = C.mean_std([r["wall_s"] for r in rows if r["method"] == "lora" and r["status"] == "ok"])[0]
+    for search in searches:
+        search["cost_vs_lora_r8"] = round(search["seconds"] / lora_wall, 2) if lora_wall else None
+    extra = {"full_ft_sweep": sweep, "full_ft_lr": full_ft_lr, "searches": searches, "lora_r8_wall_s": lora_wall}
+    return rows, [{"task": task, **p} for p in picked], extra
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -179,6 +279,27 @@ def summarise(rows: list[dict]) -> list[dict]:
                       "percent_of_model": first["percent_of_model"],
                       "train_s": C.mean_std([m["train_s"] for m in ok])[0]})
     return table
+
+
+def verdicts(summary: list[dict]) -> list[dict]:
+    """Per task: autopeft within LoRA r8's parameters vs LoRA r8, and autopeft within 1 % vs full fine-tuning - 0.5
+    points (issue 17's goals), on the reported split's mean over seeds."""
+    out = []
+    for task in sorted({r["task"] for r in summary}):
+        rows = {r["label"]: r for r in summary if r["task"] == task}
+        lora = next((r for r in rows.values() if r["method"] == "lora"), None)
+        full = next((r for r in rows.values() if r["method"] == "full"), None)
+        small = rows.get("autopeft ≤ LoRA r8's parameters")
+        large = rows.get("autopeft ≤ 1 %")
+
+        def mean(row):
+            return row["test"][0] if row and row["test"] and row["test"][0] is not None else None
+        out.append({"task": task, "autopeft_small": mean(small), "lora_r8": mean(lora),
+                    "beats_lora_r8": (mean(small) > mean(lora)) if None not in (mean(small), mean(lora)) else None,
+                    "autopeft_1pct": mean(large), "full_ft": mean(full),
+                    "within_half_point_of_full_ft": (mean(large) >= mean(full) - 0.005)
+                    if None not in (mean(large), mean(full)) else None})
+    return out
 
 
 def markdown(args, data: dict) -> list[str]:
@@ -208,6 +329,35 @@ def markdown(args, data: dict) -> list[str]:
                 source = f" (search metric {pick['search_metric']:.4f}: `{pick['from']}`)" if pick["from"] else ""
                 lines.append(f"- autopeft ≤{pick['budget_percent']:g} %: {pick['description']}{source}")
         lines.append("")
+    if data.get("full_ft_sweep"):
+        lines += ["## Full fine-tuning: learning-rate sweep (seed 0, validation)", ""]
+        lines += C.table(["task", "lr", "validation", "wall s"],
+                         [[x["task"], f"{x['lr']:g}", C.fmt(x["validation"]), C.fmt(x["wall_s"], 1)]
+                          for x in data["full_ft_sweep"]])
+        lines += [""]
+    if data.get("searches"):
+        lines += ["## The searches behind the autopeft rows", "",
+                  "Cost: the whole search's wall time / one full-fidelity LoRA r8 training (mean wall time of its rows "
+                  "here). ρ: Spearman between consecutive rungs over the promoted configurations.", ""]
+        walls = {x["task"]: x["lora_r8_wall_s"] for x in data.get("per_task", [])}
+        lines += C.table(["task", "budget", "cost (× LoRA r8)", "search s", "trained per stage", "first rung",
+                          "rung ρ (n)", "trivial trials", "trivial on front"],
+                         [[x["task"], f"{x['budget']:,} ({x['label']})", C.fmt(x.get("cost_vs_lora_r8"), 2),
+                           C.fmt(x["seconds"], 0),
+                           ", ".join(f"{k} {v}" for k, v in sorted(x["trained_per_stage"].items())), x["first_rung"],
+                           "; ".join(f"{a.get('lower')}→{a.get('upper')}: {C.fmt(a.get('rho'), 2)} ({a.get('n')})"
+                                     for a in x["agreement"]) or "–",
+                           x["trivial_trials"], x["trivial_on_front"]] for x in data["searches"]])
+        lines += ["", "LoRA r8 full-fidelity wall s per task: "
+                  + ", ".join(f"{t} {C.fmt(w, 1)}" for t, w in walls.items()), ""]
+    if data.get("verdicts"):
+        lines += ["## Goals (issue 17)", ""]
+        lines += C.table(["task", "autopeft ≤ LoRA r8 params", "LoRA r8", "beats LoRA r8", "autopeft ≤ 1 %",
+                          "full fine-tuning", "≥ full FT − 0.5 pt"],
+                         [[v["task"], C.fmt(v["autopeft_small"], 4), C.fmt(v["lora_r8"], 4), YES_NO[v["beats_lora_r8"]],
+                           C.fmt(v["autopeft_1pct"], 4), C.fmt(v["full_ft"], 4),
+                           YES_NO[v["within_half_point_of_full_ft"]]] for v in data["verdicts"]])
+        lines += [""]
     failed = [r for r in data["rows"] if r["status"] != "ok"]
     if failed:
         lines.append("Failed runs: " + "; ".join(f"{r['task']} {r['label']} seed {r['seed']}: {r['reason']}"
@@ -226,23 +376,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--budgets", help="autopeft budgets in %% of the model's parameters")
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, help="one rate for every PEFT method (default: 3e-3; size medium: each "
+                                                 "module type's own rate, as autopeft search)")
     parser.add_argument("--full-ft-lr", type=float, default=5e-5)
+    parser.add_argument("--full-ft-lrs", help="sweep these full fine-tuning rates first (seed 0, validation) and use "
+                                              "the best (size medium: 2e-5,5e-5,1e-4)")
     parser.add_argument("--from-run", type=Path, nargs="+", default=[], help="search run folders to take autopeft from")
     parser.add_argument("--search-trials", type=int, help="trials of the search run when no --from-run fits a task "
                                                           "(0: no autopeft rows then)")
     parser.add_argument("--runs", type=Path, help="folder for that search (default runs/bench-<size>/quality)")
     args = C.parse_args(parser, PRESETS, argv, "quality")
+    if args.lr is None and args.size != "medium":
+        args.lr = 3e-3
     started = time.perf_counter()
     C.quiet()
-    rows, picks = [], []
+    rows, picks, sweeps, searches, lora_walls = [], [], [], [], []
     for task in C.csv(args.tasks):
-        task_rows, task_picks = run_task(args, task, args.from_run)
+        task_rows, task_picks, extra = run_task(args, task, args.from_run)
         rows += task_rows
         picks += task_picks
-    source = ("runs " + ", ".join(f"`{r}`" for r in args.from_run)) if args.from_run else \
-        f"a {args.search_trials}-trial search of space `autopeft` made by this script"
-    data = {"autopeft_source": source, "autopeft": picks, "rows": rows, "summary": summarise(rows)}
+        sweeps += extra["full_ft_sweep"]
+        searches += extra["searches"]
+        lora_walls.append({"task": task, "lora_r8_wall_s": extra["lora_r8_wall_s"], "full_ft_lr": extra["full_ft_lr"]})
+    if args.size == "medium":
+        source = "one search per budget made by this script with autopeft search's defaults"
+    elif args.from_run:
+        source = "runs " + ", ".join(f"`{r}`" for r in args.from_run)
+    else:
+        source = f"a {args.search_trials}-trial search of space `autopeft` made by this script"
+    data = {"autopeft_source": source, "autopeft": picks, "rows": rows, "summary": summarise(rows),
+            "full_ft_sweep": sweeps, "searches": searches, "per_task": lora_walls}
+    if args.size == "medium":
+        data = C.merge_tasks(args, data, ("autopeft", "rows", "full_ft_sweep", "searches", "per_task"))
+        data["summary"] = summarise(data["rows"])
+        data["verdicts"] = verdicts(data["summary"])
     C.write(args, data, markdown(args, data), started)
 
 

@@ -22,13 +22,14 @@ modules:
 """
 
 
-def write_tiny_model(folder: Path) -> str:
+def write_tiny_model(folder: Path, **config) -> str:
+    """The tiny BERT classifier (``config``: BertConfig overrides) with the MiniLM tokenizer, saved in ``folder``."""
     from transformers import AutoTokenizer, BertForSequenceClassification
 
     from autopeft.models import resolve_model
 
     torch.manual_seed(0)
-    BertForSequenceClassification(tiny_bert_config(vocab_size=VOCAB)).save_pretrained(folder)
+    BertForSequenceClassification(tiny_bert_config(vocab_size=VOCAB, **config)).save_pretrained(folder)
     AutoTokenizer.from_pretrained(resolve_model("minilm").path).save_pretrained(folder)
     return str(folder)
 

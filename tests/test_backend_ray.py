@@ -3,6 +3,7 @@ local backend, a worker killed mid-trial, and ``ray job submit``."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ import psutil
 import pytest
 
 from autopeft.search import records as R
+from autopeft.search.checkpoints import CHECKPOINTS_DIR
 from autopeft.search.run import read_run_info, run_search
 from autopeft.search.settings import merge_settings
 from tests.search_helpers import LORA_SPACE, write_tiny_model, write_tiny_task
@@ -58,8 +60,9 @@ def inputs(tmp_path_factory):
 
 
 def _settings(inputs, out: Path, **extra):
+    # one rung: these tests time trials (kills land mid-trial); promotions on Ray are tested on their own
     values = dict(inputs, trials=4, sampler="random", baselines=False, quasi_random=0, final_seeds=0,
-                  max_length=32, batch_size=16, seed=3, out=str(out))
+                  max_length=32, batch_size=16, seed=3, fidelity="1", out=str(out))
     values.update(extra)
     return merge_settings({}, values)
 
@@ -137,7 +140,9 @@ def test_ray_job_submit_runs_a_search_on_the_cluster(cluster, inputs, tmp_path):
     command = [sys.executable, "scripts/ray_submit.py", "--working-dir", str(work), "--",
                "--model", inputs["model"], "--dataset", inputs["dataset"], "--space", "space.yaml",
                "--trials", "2", "--sampler", "random", "--no-baselines", "--quasi-random", "0", "--final-seeds", "1",
-               "--max-length", "32", "--out", str(out)]
+               "--max-length", "32", "--fidelity", "1", "--lr", "5e-2", "--epochs", "16", "--out", str(out)]
+    # one rung, and a learning rate and epochs that take the toy model off the majority class: a trivial trial is on
+    # no front, so the final stage would save no adapter
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -180,7 +185,12 @@ def test_a_search_whose_driver_died_resumes_from_its_storage(cluster, inputs, tm
 def test_a_trial_trains_data_parallel_on_two_ray_train_workers(cluster, inputs, tmp_path):
     """Two DDP workers per trial give the one-process result (same global batches), and the final
     stage's adapter comes back from the rank-0 worker as a checkpoint."""
-    extra = dict(trials=1, final_seeds=1)
+    # no dropout: each rank draws its own masks, so only a dropout-free model trains alike on one and two ranks; 32
+    # steps at lr 0.05 leave the majority class (a trivial trial is on no front: the final stage would train nothing)
+    # with the two eval losses ~3e-6 apart (later, as the model fits, rounding differences grow: ~1e-2 at 48 steps)
+    inputs = dict(inputs, model=write_tiny_model(tmp_path / "model", hidden_dropout_prob=0.0,
+                                                 attention_probs_dropout_prob=0.0))
+    extra = dict(trials=1, final_seeds=1, lr=5e-2, epochs=8)
     run_search(_settings(inputs, tmp_path / "local", **extra))
     outcome, _ = run_search(_settings(inputs, tmp_path / "ray", backend="ray", ray_address=cluster["address"],
                                       workers_per_trial=2, cpus_per_trial=1, max_concurrent=1, **extra))
@@ -191,3 +201,25 @@ def test_a_trial_trains_data_parallel_on_two_ray_train_workers(cluster, inputs, 
         assert result["status"] == "ok"
         assert result["metrics"]["eval_loss"] == pytest.approx(local[key]["metrics"]["eval_loss"], abs=1e-4)
     assert outcome.front and any((tmp_path / "ray" / "adapters").glob("final-*/adapter_model.safetensors"))
+
+
+def test_a_promoted_trial_continues_its_lower_rungs_checkpoint_on_ray(cluster, inputs, tmp_path):
+    """Two step rungs: a promoted point's rung-1 trial starts where its rung-0 trial stopped (the worker wrote the
+    checkpoint into its Tune checkpoint, the driver copied it into the run folder and staged it back for the next
+    trial), and each point keeps only the checkpoint of its latest rung."""
+    out, storage = tmp_path / "run", tmp_path / "ray-storage"
+    # lr 0.05 over 32 and 64 steps: the toy model leaves the majority class, so points are promoted (trivial are not)
+    run_search(_settings(inputs, out, backend="ray", ray_address=cluster["address"], max_concurrent=2,
+                         fidelity="0.5,1", eta=2, lr=5e-2, epochs=16, ray_storage=str(storage)))
+    info = read_run_info(out)
+    rungs = [{t.user_attrs[R.KEY]: t.user_attrs[R.RESULT] for t in optuna.load_study(
+        study_name=R.rung_study_name(info.study_name, k), storage=info.open_storage()).trials
+        if t.user_attrs.get(R.TRAINED)} for k in (0, 1)]
+    assert len(rungs[0]) == 4 and rungs[1], "no point was promoted"
+    for key, result in rungs[1].items():
+        assert result["status"] == "ok" and result["resumed_steps"] == rungs[0][key]["steps"] > 0, result
+        assert result["steps"] == 2 * result["resumed_steps"]
+    for key in rungs[0]:
+        folder = out / CHECKPOINTS_DIR / hashlib.sha1(key.encode()).hexdigest()
+        assert sorted(c.name for c in folder.iterdir()) == ["rung-1" if key in rungs[1] else "rung-0"]
+    assert not any((storage / "resume").iterdir())  # the copies staged for the workers are gone

@@ -248,7 +248,10 @@ def test_a_worker_node_killed_mid_trial_its_trial_reruns_on_the_head(two_nodes, 
     settings = merge_settings({}, dict(
         inputs, trials=TRIALS, sampler="random", baselines=False, quasi_random=0, final_seeds=1, max_length=32,
         batch_size=16, seed=3, epochs=60, backend="ray", ray_address=two_nodes["address"], cpus_per_trial=1,
-        max_concurrent=2, trial_retries=1, ray_storage=str(storage), out=str(out)))
+        max_concurrent=2, trial_retries=1, ray_storage=str(storage), out=str(out),
+        # one rung of full trials (the kill is timed on them), at a learning rate that takes the toy model off the
+        # majority class (a trivial trial is on no front: the final stage would have nothing to train)
+        fidelity="1", lr=5e-2))
     first, stop, killed = _FirstTrial(), threading.Event(), {}
     killer = threading.Thread(target=_kill_during_second_trial, args=(two_nodes, first, stop, killed), daemon=True)
     killer.start()

@@ -116,6 +116,12 @@ def test_trial(out):
     assert data["full_finetuning"] is None and "overhead ratio" in markdown
 
 
+def test_lr(out):
+    data, markdown = run("lr", out)
+    assert {(e["type"], len(e["rates"])) for e in data["summary"]} == {("lora", 2), ("prefix", 2)}
+    assert all(e["default_lr"] in [r["lr"] for r in e["rates"]] for e in data["summary"]) and "prefix 30" in markdown
+
+
 @pytest.mark.parametrize("path", sorted(SCRIPTS.glob("bench_*.py")), ids=lambda path: path.stem)
 def test_every_script_has_size_presets_and_main(path, capsys):
     module = script(path.stem.removeprefix("bench_"))

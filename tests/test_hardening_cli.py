@@ -134,7 +134,10 @@ def test_an_interrupted_final_stage_keeps_its_finished_seeds(inputs, tmp_path, m
         return real_call(self, point, fidelity, seed, *a, evaluate_test=evaluate_test, **k)
 
     monkeypatch.setattr(RunnerEvaluator, "__call__", interrupt_second_final_seed)
-    args = search_args(inputs, tmp_path / "run", "--trials", "2", "--final-seeds", "2", "--max-params", "700")
+    # one rung, 16 epochs at lr 0.05: the one point under 700 params leaves the majority class, so it is on the front
+    # the final stage re-trains (a trivial trial is on no front: no final stage to interrupt)
+    args = search_args(inputs, tmp_path / "run", "--trials", "2", "--final-seeds", "2", "--max-params", "700",
+                       "--fidelity", "1", "--lr", "5e-2", "--epochs", "16")
     assert call(*args) == 130
     seen.clear()
     monkeypatch.setattr(RunnerEvaluator, "__call__", lambda self, point, fidelity, seed, *a, evaluate_test=False, **k: (

@@ -18,10 +18,13 @@ def test_autopeft_space_search_starts_with_the_baselines_and_exports_loadable_ad
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    model, dataset, run = write_tiny_model(tmp_path / "model"), write_tiny_task(tmp_path / "task"), tmp_path / "run"
+    # a trivial trial is on no front: a 0.2 init (input-dependent features), one rung, 16 epochs at lr 0.05 let some
+    # baseline beat the majority class, so there is a front to export
+    model = write_tiny_model(tmp_path / "model", initializer_range=0.2)
+    dataset, run = write_tiny_task(tmp_path / "task"), tmp_path / "run"
     main(["search", "--model", model, "--dataset", dataset, "--space", "search_spaces/autopeft.yaml",
           "--trials", "4", "--quasi-random", "0", "--sampler", "tpe", "--final-seeds", "1", "--max-length", "16",
-          "--batch-size", "16",
+          "--batch-size", "16", "--fidelity", "1", "--lr", "5e-2", "--epochs", "16",  # learns: a front
           "--out", str(run)])
     info = read_run_info(run)
     rung0 = R.load_records(info.open_storage(), info.study_name, info.objectives)["rung-0"]

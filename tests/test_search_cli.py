@@ -31,8 +31,9 @@ def lora_only_builders(monkeypatch):
 
 
 def search_args(inputs, out, *extra):
+    # 16 epochs at lr 0.05: the tiny model leaves the majority class (a trivial trial never reaches a front)
     return ["search", "--model", inputs["model"], "--dataset", inputs["dataset"], "--space", inputs["space"],
-            "--max-length", "16", "--batch-size", "16", "--lr", "5e-3", "--out", str(out), *extra]
+            "--max-length", "16", "--batch-size", "16", "--lr", "5e-2", "--epochs", "16", "--out", str(out), *extra]
 
 
 def trained(run_dir, stage="rung-0"):
@@ -87,7 +88,7 @@ def test_successive_halving_report_and_optuna_storage(inputs, tmp_path):
 
 def test_an_interrupted_search_resumes_with_the_same_command(inputs, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    args = search_args(inputs, run, "--trials", "5", "--sampler", "tpe", "--final-seeds", "0",
+    args = search_args(inputs, run, "--trials", "5", "--sampler", "tpe", "--final-seeds", "0", "--fidelity", "1",
                        "--storage", str(tmp_path / "journal.log"), "--study-name", "resumable")
     real_call = RunnerEvaluator.__call__
     interrupt_on_call(monkeypatch, 3)
@@ -112,7 +113,7 @@ def test_config_file_with_flags_overriding_it(inputs, tmp_path):
     config = tmp_path / "search.toml"
     config.write_text(f'model = "{inputs["model"]}"\ndataset = "{inputs["dataset"]}"\nspace = "{inputs["space"]}"\n'
                       'trials = 99\nsampler = "random"\nfinal-seeds = 0\nmax-length = 16\nbatch-size = 16\n'
-                      'objectives = "metric,params,memory"\n')
+                      'objectives = "metric,params,memory"\nfidelity = "1"\n')
     run = tmp_path / "run"
     main(["search", "--config", str(config), "--trials", "2", "--out", str(run)])
     info = read_run_info(run)

@@ -87,7 +87,9 @@ def test_space_data_dimensions_decode_and_round_trip(tmp_path):
 
 
 def test_each_trial_trains_on_its_points_selection(inputs, tmp_path, runs):
-    records = search(inputs, tmp_path / "run", "--trials", "4", "--sampler", "random", "--no-baselines")
+    # one rung: a trial promoted to a higher rung would be a fifth run (trained on the same selection)
+    records = search(inputs, tmp_path / "run", "--trials", "4", "--sampler", "random", "--no-baselines",
+                     "--fidelity", "1")
     assert len(records) == 4 and len(runs) == 4
     orders = {s: independent_order(s, inputs) for s in ("kcenter", "stratified")}
     train_rows = len(orders["kcenter"])
@@ -104,7 +106,8 @@ def test_each_trial_trains_on_its_points_selection(inputs, tmp_path, runs):
 def test_subset_strategy_cuts_every_fidelity_from_one_ranking(inputs, tmp_path, runs):
     search(inputs, tmp_path / "run", "--space", inputs["lora_space"], "--trials", "3", "--sampler", "random",
            "--subset-strategy", "stratified", "--train-examples", "24", "--fidelity", "0.5,1", "--eta", "2",
-           space=inputs["lora_space"])
+           "--fidelity-resource", "data", "--lr", "5e-2", "--epochs", "40",  # enough for 12 examples to beat trivial
+           space=inputs["lora_space"])  # data rungs: each trains on a cut subset
     order = independent_order("stratified", inputs)
     sizes = sorted({len(call["indices"]) for call in runs})
     assert sizes == [12, 24]
@@ -118,7 +121,7 @@ def test_pool_warmup_selects_toward_the_task_and_warms_every_trial_up(inputs, tm
 
     records = search(inputs, tmp_path / "run", "--space", inputs["lora_space"], "--trials", "2", "--sampler",
                      "random", "--warmup-pool", inputs["pool"], "--warmup-size", "20", "--warmup-strategy",
-                     "similarity", space=inputs["lora_space"])
+                     "similarity", "--fidelity", "1", space=inputs["lora_space"])  # one rung: one run per trial
     pool_texts = task_texts(load_task(inputs["pool"]))
     selection = SelectionInputs(pool_texts, None, task_texts(load_task(inputs["dataset"])),
                                 embed=lambda t: mean_pooled_embeddings(inputs["model"], t, max_length=16))

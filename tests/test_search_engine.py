@@ -38,7 +38,7 @@ class FakeEvaluator:
         self.space, self.calls = space, []
         self.fail_descriptions, self.interrupt_at = fail_descriptions, interrupt_at
 
-    def __call__(self, point, fidelity, seed, *, evaluate_test=False, save_dir=None):
+    def __call__(self, point, fidelity, seed, *, evaluate_test=False, save_dir=None, **checkpoints):
         if self.interrupt_at is not None and len(self.calls) == self.interrupt_at:
             raise KeyboardInterrupt
         self.calls.append((point_key(point), fidelity.train_examples, seed))
@@ -93,7 +93,8 @@ def test_baselines_are_enqueued_only_when_the_space_expresses_them():
 def test_over_budget_points_are_pruned_before_training_and_duplicates_reuse_results(tmp_path):
     space = lora_space()
     evaluator = FakeEvaluator(space)
-    engine, storage = make_engine(tmp_path, evaluator, space, trials=6, max_params=1200)  # 7 points fit
+    # TPE: an Optuna sampler that proposes points over the budget (ours, random and botorch, never do)
+    engine, storage = make_engine(tmp_path, evaluator, space, trials=6, max_params=1200, sampler="tpe")  # 7 fit
     outcome = engine.run()
     rung0 = stage_records(storage)["rung-0"]
     assert sum(r.trained for r in rung0) == 6
@@ -101,7 +102,7 @@ def test_over_budget_points_are_pruned_before_training_and_duplicates_reuse_resu
     assert len(keys) == len(set(keys)) == 6                      # nothing trained twice
     assert all(count_trainable_params(space.decode(r.params), space.model_config) <= 1200 for r in rung0 if r.trained)
     pruned = [r for r in rung0 if r.state == "pruned"]
-    assert pruned and all("over --max-params" in r.attrs[R.REASON] for r in pruned)
+    assert pruned and all("over --max-params" in r.attrs[R.REASON] and r.infeasible for r in pruned)
     duplicates = [r for r in rung0 if R.DUPLICATE_OF in r.attrs]
     for record in duplicates:
         assert record.values == rung0[record.attrs[R.DUPLICATE_OF]].values
@@ -110,8 +111,9 @@ def test_over_budget_points_are_pruned_before_training_and_duplicates_reuse_resu
     assert outcome.front and outcome.stopped_because == "trial budget reached"
 
 
-def test_empty_points_are_pruned_before_training(tmp_path):
-    """A point with every module off has nothing to tune: told as pruned, never handed to the evaluator."""
+def test_empty_points_are_told_infeasible_before_training(tmp_path):
+    """A point with every module off has nothing to tune: told infeasible with dominated values (so samplers learn
+    from it), never handed to the evaluator, on no front."""
     import yaml
 
     text = """\
@@ -124,11 +126,13 @@ modules:
     evaluator = FakeEvaluator(space)
     engine, storage = make_engine(tmp_path, evaluator, space, trials=4, baselines=False,
                                   initial_points=(({"lora.on": 0, "bitfit.on": 0}, "test:empty"),))
-    engine.run()
+    outcome = engine.run()
     rung0 = stage_records(storage)["rung-0"]
     empty = [r for r in rung0 if space.decode(r.params).is_empty]
-    assert empty and all(r.state == "pruned" and not r.trained and "every module is off" in r.attrs[R.REASON]
-                         for r in empty)
+    assert any("initial point test:empty skipped: every module is off" in note for note in outcome.notes)
+    assert all(r.state == "complete" and r.infeasible and not r.trained and "every module is off" in r.attrs[R.REASON]
+               for r in empty)
+    assert not any(r.infeasible for r in outcome.front)
     assert sum(r.trained for r in rung0) == 4
     assert all(not space.decode(r.params).is_empty for r in rung0 if r.trained)
     assert len(evaluator.calls) == 4
@@ -319,8 +323,9 @@ def test_settings_merge_file_and_flags_and_read_compact_forms(tmp_path):
     assert settings.trials == 3 and settings.time_budget_seconds == 5400 and settings.fidelity.rungs == [0.25, 0.5, 1.0]
     with pytest.raises(AutopeftError, match="setting 'unknown-key'"):
         merge_settings({"model": "m", "dataset": "d", "space": "s", "unknown_key": 1}, {})
-    with pytest.raises(AutopeftError, match="--space is required"):
-        merge_settings({"model": "m", "dataset": "d"}, {})
+    with pytest.raises(AutopeftError, match="--dataset is required"):
+        merge_settings({"model": "m"}, {})
+    assert merge_settings({"model": "m", "dataset": "d"}, {}).space == "default"   # search_spaces/default.yaml
     assert parse_duration("90s") == 90 and parse_duration(60) == 60
     assert parse_max_params("0.5%", 2_000_000) == 10_000 and parse_max_params("120k", 1) == 120_000
     rungs = fidelity_rungs(Fidelity(train_examples=1000, max_steps=40), [0.25, 1.0], "data")

@@ -26,6 +26,25 @@ class TrialJob:
     seed: int
     evaluate_test: bool = False
     save_adapter: bool = False     # the trained adapter is wanted (final stage)
+    resume_from: str | None = None   # a training checkpoint to continue (a lower step rung of the same point)
+    checkpoint_to: str | None = None  # where the trial's training checkpoint goes (the driver's disk)
+
+    def checkpoint_kwargs(self, evaluator=None) -> dict[str, str]:
+        """The evaluator's checkpoint arguments: only those set, and none for an ``evaluator`` whose signature
+        takes none (a plain callable of the older signature): it trains from scratch and leaves no checkpoint."""
+        if evaluator is not None and not takes_checkpoints(evaluator):
+            return {}
+        return {k: v for k, v in (("resume_from", self.resume_from), ("checkpoint_to", self.checkpoint_to)) if v}
+
+
+def takes_checkpoints(evaluator) -> bool:
+    import inspect
+
+    try:
+        parameters = inspect.signature(evaluator).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind is p.VAR_KEYWORD or p.name == "checkpoint_to" for p in parameters)
 
 
 class Finished:
@@ -48,7 +67,10 @@ class Evaluator(Protocol):
     """Trains one point at one fidelity and seed; a failing trial is a result, not an exception."""
 
     def __call__(self, point: PeftPoint, fidelity: Fidelity, seed: int, *, evaluate_test: bool = False,
-                 save_dir: Path | None = None) -> TrialResult: ...
+                 save_dir: Path | None = None, resume_from: str | None = None,
+                 checkpoint_to: str | None = None) -> TrialResult:
+        """``resume_from``/``checkpoint_to``: see :meth:`autopeft.trial.TrialRunner.run`. Backends pass them only
+        when the job has them, so an evaluator that keeps no checkpoints may leave them out."""
 
 
 class EvaluatorFactory(Protocol):

@@ -17,7 +17,8 @@ class LocalBackend(Backend):
         self.evaluator = evaluator
 
     def _run(self, job: TrialJob, save_dir: Path | None) -> TrialResult:
-        return self.evaluator(job.point, job.fidelity, job.seed, evaluate_test=job.evaluate_test, save_dir=save_dir)
+        return self.evaluator(job.point, job.fidelity, job.seed, evaluate_test=job.evaluate_test, save_dir=save_dir,
+                              **job.checkpoint_kwargs(self.evaluator))
 
     def drive(self, source: JobSource) -> None:
         while True:

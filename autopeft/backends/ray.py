@@ -8,8 +8,15 @@ data-parallel on a Ray Train ``TorchTrainer``. A trial that fails for its own re
 an unbuildable point) reports that status and is not retried.
 
 Each worker process builds the evaluator (model, tokenised task) once from a picklable factory and
-reuses it for every trial it runs (``reuse_actors``). Adapters of the final stage come back as Tune
-checkpoints, so they reach the driver from any node (``storage_path`` must then be shared).
+reuses it for every trial it runs (``reuse_actors``). Adapters of the final stage and the training
+checkpoints of step rungs come back as Tune checkpoints, so they reach the driver from any node
+(``storage_path`` must then be shared); the driver copies each into place (``save_dir``, the job's
+``checkpoint_to``) before the engine is told the result. A checkpoint a trial continues travels the
+other way through ``storage_path``: the driver stages a copy there and the worker reads it, so on a
+multi-node cluster ``storage_path`` must be a folder every node mounts (a cloud URI is not staged:
+its workers must then see the driver's run folder). Data-parallel trials (``workers_per_trial > 1``)
+neither continue nor write training checkpoints: they train from scratch, as the result's
+``resume_note`` says.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +40,7 @@ from autopeft.trial.result import ERROR, TrialResult
 RESULT_KEY = "autopeft_result"        # the TrialResult, as JSON (Tune flattens nested dicts)
 NODE_KEY = "autopeft_node_id"         # the Ray node that ran the trial (node_ip cannot tell apart nodes of one host)
 RESULT_FILE = "autopeft_result.json"
+ADAPTER_DIR, TRAINING_DIR = "adapter", "training"   # in a trial's Tune checkpoint
 
 
 def import_ray():
@@ -77,8 +85,13 @@ def _evaluator(factory: EvaluatorFactory) -> Evaluator:
     return _EVALUATORS[key]
 
 
-def _run_job(job: TrialJob, factory: EvaluatorFactory, save_dir: Path | None) -> TrialResult:
-    return _evaluator(factory)(job.point, job.fidelity, job.seed, evaluate_test=job.evaluate_test, save_dir=save_dir)
+def _run_job(job: TrialJob, factory: EvaluatorFactory, save_dir: Path | None,
+             checkpoint_to: Path | None = None) -> TrialResult:
+    """The job on this worker; its training checkpoint goes to ``checkpoint_to`` (a folder of the trial's report),
+    never to the driver's path in the job."""
+    evaluator = _evaluator(factory)
+    kwargs = replace(job, checkpoint_to=str(checkpoint_to) if checkpoint_to else None).checkpoint_kwargs(evaluator)
+    return evaluator(job.point, job.fidelity, job.seed, evaluate_test=job.evaluate_test, save_dir=save_dir, **kwargs)
 
 
 def _data_parallel_worker(config: dict[str, Any]) -> None:
@@ -88,7 +101,8 @@ def _data_parallel_worker(config: dict[str, Any]) -> None:
     job: TrialJob = config["job"]
     with tempfile.TemporaryDirectory() as tmp:
         save_dir = Path(tmp) / "adapter" if job.save_adapter else None  # every rank: ZeRO-3 saving is collective
-        result = _run_job(job, config["factory"], save_dir)
+        # with several ranks the runner neither continues nor writes a checkpoint (resume_note says so)
+        result = _run_job(job, config["factory"], save_dir, Path(tmp) / "unused" if job.checkpoint_to else None)
         checkpoint = None
         if ray.train.get_context().get_world_rank() == 0:
             # Ray Train keeps only metrics that come with a checkpoint: the result travels inside it
@@ -130,14 +144,15 @@ def run_trial(config: dict[str, Any], factory: EvaluatorFactory, options: RayOpt
 
     job: TrialJob = config["job"]
     with tempfile.TemporaryDirectory() as tmp:
-        save_dir = Path(tmp) / "adapter" if job.save_adapter else None
+        report = Path(tmp) / "report"
+        save_dir = report / ADAPTER_DIR if job.save_adapter else None
         if options.workers_per_trial > 1:
             result = _train_data_parallel(job, factory, options, storage_path, save_dir or Path(tmp) / "unused")
         else:
-            result = _run_job(job, factory, save_dir)
+            result = _run_job(job, factory, save_dir, report / TRAINING_DIR if job.checkpoint_to else None)
         checkpoint = None
-        if save_dir is not None and save_dir.is_dir():
-            checkpoint = tune.Checkpoint.from_directory(str(save_dir))
+        if report.is_dir() and any(report.iterdir()):
+            checkpoint = tune.Checkpoint.from_directory(str(report))
         # the node id lands in Tune's result.json next to node_ip/hostname/pid; the TrialResult (and so the Optuna
         # record) stays the same as the local backend's
         tune.report({RESULT_KEY: json.dumps(result.to_dict()), NODE_KEY: ray.get_runtime_context().get_node_id()},
@@ -145,6 +160,54 @@ def run_trial(config: dict[str, Any], factory: EvaluatorFactory, options: RayOpt
 
 
 # ------------------------------------------------------------------ driver side
+def _stage_resume(job: TrialJob, storage_path: str) -> TrialJob:
+    """The job with its resume checkpoint copied under ``storage_path`` (the folder workers of every node see);
+    a checkpoint that is gone is no checkpoint (the trial trains from scratch)."""
+    if not job.resume_from:
+        return job
+    if not Path(job.resume_from).is_dir():
+        return replace(job, resume_from=None)
+    if "://" in storage_path:  # cloud storage: not a folder to copy into; the workers read the driver's path
+        return job
+    staged = Path(storage_path) / "resume" / f"{job.id}-{time.time_ns()}"
+    shutil.copytree(job.resume_from, staged)
+    return replace(job, resume_from=str(staged))
+
+
+def _unstage_resume(job: TrialJob, storage_path: str) -> None:
+    if job.resume_from and Path(job.resume_from).parent == Path(storage_path) / "resume":
+        shutil.rmtree(job.resume_from, ignore_errors=True)
+
+
+def _collect(job: TrialJob, checkpoint, adapter_root: Path | None = None) -> None:
+    """Copy what a trial's Tune checkpoint brought back into place: its training checkpoint to ``checkpoint_to``
+    (all or nothing) and, when asked for, its adapter to ``adapter_root/<job.id>``."""
+    from autopeft.atomic import write_dir
+
+    if checkpoint is None:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint.to_directory(tmp)
+        if job.checkpoint_to and (Path(tmp) / TRAINING_DIR).is_dir():
+            write_dir(job.checkpoint_to, lambda folder: shutil.copytree(Path(tmp) / TRAINING_DIR, folder,
+                                                                        dirs_exist_ok=True))
+        if adapter_root is not None and job.save_adapter and (Path(tmp) / ADAPTER_DIR).is_dir():
+            shutil.copytree(Path(tmp) / ADAPTER_DIR, adapter_root / job.id, dirs_exist_ok=True)
+
+
+def _checkpoint_collector():
+    """A Tune callback that copies each search trial's training checkpoint to its ``checkpoint_to`` as it arrives:
+    Tune reports a checkpoint before it tells the searcher the trial completed, so the checkpoint is in place by
+    the time the engine can promote the point."""
+    from ray.tune import Callback
+
+    class CheckpointCollector(Callback):
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            _collect(trial.config["job"], checkpoint)
+
+    return CheckpointCollector()
+
+
 def _result_of(metrics: dict[str, Any] | None, error: Any = None) -> TrialResult:
     if metrics and RESULT_KEY in metrics:
         return TrialResult(**json.loads(metrics[RESULT_KEY]))
@@ -153,15 +216,16 @@ def _result_of(metrics: dict[str, Any] | None, error: Any = None) -> TrialResult
                                             f"{mask_url(detail)[:300]}")
 
 
-def _engine_searcher(source: JobSource):
+def _engine_searcher(source: JobSource, storage_path: str):
     """A Tune Searcher over the engine (built lazily: Ray is an optional dependency)."""
     from ray.tune.search import Searcher
 
     class EngineSearcher(Searcher):
-        def __init__(self, source: JobSource):  # an argument, not a closure: cloudpickle would take it along
-            super().__init__()
+        def __init__(self, source: JobSource, storage_path: str):  # arguments, not closures: cloudpickle would
+            super().__init__()                                      # take them along
             self.source = source
-            self.jobs: dict[str, str] = {}   # Tune trial id -> job id
+            self.storage_path = storage_path
+            self.jobs: dict[str, TrialJob] = {}   # Tune trial id -> job (as staged)
 
         def __getstate__(self):
             # Tune pickles its experiment state; the engine (storage, progress display) stays in this process,
@@ -174,13 +238,15 @@ def _engine_searcher(source: JobSource):
                 return Searcher.FINISHED
             if job is None:
                 return None
-            self.jobs[trial_id] = job.id
+            job = _stage_resume(job, self.storage_path)
+            self.jobs[trial_id] = job
             return {"job": job}
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            job_id = self.jobs.pop(trial_id, None)
-            if job_id is not None:
-                self.source.finish_job(job_id, _result_of(None if error else result))
+            job = self.jobs.pop(trial_id, None)
+            if job is not None:
+                _unstage_resume(job, self.storage_path)
+                self.source.finish_job(job.id, _result_of(None if error else result))
 
         @property
         def running(self) -> int:
@@ -192,7 +258,7 @@ def _engine_searcher(source: JobSource):
         def restore(self, checkpoint_path: str) -> None:
             pass
 
-    return EngineSearcher(source)
+    return EngineSearcher(source, storage_path)
 
 
 class RayBackend(Backend):
@@ -254,7 +320,7 @@ class RayBackend(Backend):
                                          storage_path=self.storage_path)
         return tune.with_resources(trainable, resources)
 
-    def _tuner(self, name: str, search_alg=None, param_space=None):
+    def _tuner(self, name: str, search_alg=None, param_space=None, callbacks=None):
         from ray import tune
 
         return tune.Tuner(
@@ -263,14 +329,14 @@ class RayBackend(Backend):
             tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=-1 if search_alg else 1,
                                         max_concurrent_trials=self.max_concurrent, reuse_actors=True),
             run_config=tune.RunConfig(name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6}",
-                                      storage_path=self.storage_path, verbose=0,
+                                      storage_path=self.storage_path, verbose=0, callbacks=callbacks,
                                       failure_config=tune.FailureConfig(max_failures=self.options.max_failures)),
         )
 
     def drive(self, source: JobSource) -> None:
-        searcher = _engine_searcher(source)
+        searcher = _engine_searcher(source, self.storage_path)
         try:
-            self._tuner("search", search_alg=searcher).fit()
+            self._tuner("search", search_alg=searcher, callbacks=[_checkpoint_collector()]).fit()
         except BaseException:
             source.abandon_jobs()
             raise
@@ -286,13 +352,18 @@ class RayBackend(Backend):
 
         if not jobs:
             return {}
-        grid = self._tuner("final", param_space={"job": tune.grid_search(jobs)}).fit()
+        staged = [_stage_resume(job, self.storage_path) for job in jobs]
+        try:
+            grid = self._tuner("final", param_space={"job": tune.grid_search(staged)}).fit()
+        finally:
+            for job in staged:
+                _unstage_resume(job, self.storage_path)
         results: dict[str, TrialResult] = {}
         for outcome in grid:
             job: TrialJob = outcome.config["job"]
             results[job.id] = _result_of(outcome.metrics, outcome.error)
-            if job.save_adapter and outcome.checkpoint is not None and results[job.id].ok:
-                outcome.checkpoint.to_directory(str(adapter_root / job.id))
+            if results[job.id].ok:
+                _collect(job, outcome.checkpoint, adapter_root)
             if on_result is not None:
                 on_result(job, results[job.id])
         missing = [job.id for job in jobs if job.id not in results]

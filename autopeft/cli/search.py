@@ -68,6 +68,8 @@ class RichObserver:
             outcome = ", ".join(
                 f"{o.name} {_format_count(values[o.name]) if o.name == 'params' else format(values[o.name], '.4g')}"
                 for o in objectives)
+            if record.trivial:  # never promoted, never on a front
+                outcome += f" (trivial: not above the input-blind {format(record.trivial_metric or 0, '.4g')})"
         else:
             outcome = f"{record.state}: {record.attrs.get('reason', '')}"
         line = f"{record.label:>12} {record.attrs.get('description', '')} -> {outcome}"
@@ -88,15 +90,19 @@ SETTINGS_FLAGS: FlagGroup = {
     "objectives": Annotated[Optional[str], typer.Option(
         help=f"Comma-separated: metric,params[,{','.join(n for n in COST_OBJECTIVES if n != 'params')}].")],
     "trials": Annotated[Optional[int], typer.Option(
-        help="New configurations to train (default 20 unless --time-budget).")],
+        help="New configurations to train (default 30 unless --time-budget).")],
     "time_budget": Annotated[Optional[str], typer.Option(
         help="Stop starting trials after this long, e.g. 2h, 90m, 3600.")],
     "sampler": Annotated[Optional[str], typer.Option(help=f"auto | {' | '.join(SAMPLERS)}.")],
     "max_params": Annotated[Optional[str], typer.Option(
         help="Trainable-parameter budget: a count (1e5, 120k) or % of the model.")],
     "fidelity": Annotated[Optional[str], typer.Option(
-        help="Successive-halving rungs as fractions, e.g. 0.25,0.5,1 (default 1).")],
-    "fidelity_resource": Annotated[Optional[str], typer.Option(help="What the rungs scale: data | epochs.")],
+        help="Successive-halving rungs: auto (default: 1/27, 1/9, 1/3, 1 of the full fidelity, the lowest "
+             "rung raised when its baselines score at the trivial score or it ranks unlike the next rung) | "
+             "fractions, e.g. 0.25,0.5,1 (fixed rungs).")],
+    "fidelity_resource": Annotated[Optional[str], typer.Option(
+        help="What the rungs scale: steps (default: optimiser steps of the full training, which promotions "
+             "continue) | data | epochs (rungs train from scratch).")],
     "eta": Annotated[Optional[int], typer.Option(help="Keep the top 1/eta of a rung for the next one.")],
     "final_seeds": Annotated[Optional[int], typer.Option(
         help="Seeds to re-train each Pareto point at full fidelity (0: skip).")],
@@ -113,7 +119,9 @@ SETTINGS_FLAGS: FlagGroup = {
     "generation_examples": Annotated[Optional[int], typer.Option()],
     "max_new_tokens": Annotated[Optional[int], typer.Option()],
     "batch_size": Annotated[Optional[int], typer.Option()],
-    "lr": Annotated[Optional[float], typer.Option("--lr", help="Learning rate unless the space searches it.")],
+    "lr": Annotated[Optional[float], typer.Option(
+        "--lr", help="One learning rate for every module and the head, overriding the module types' defaults and "
+                     "any rate the space searches (default: each module type's own rate).")],
     "bf16": Annotated[Optional[bool], typer.Option("--bf16/--no-bf16")],
     "seed": Annotated[Optional[int], typer.Option()],
     "storage": Annotated[Optional[str], typer.Option(
@@ -164,7 +172,9 @@ def search(
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m", help="Alias, local folder, .gguf file or Hub id.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Local file/folder or Hub id.")] = None,
-    space: Annotated[Optional[str], typer.Option("--space", help="Search-space YAML (see search_spaces/).")] = None,
+    space: Annotated[Optional[str], typer.Option("--space", help=(
+        "Search-space YAML, or a packaged space: default (LoRA + serial/parallel adapters; the default), unified, "
+        "autopeft, lora (see search_spaces/)."))] = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="YAML/TOML file with these settings; flags override it.")] = None,
     *,

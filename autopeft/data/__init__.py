@@ -4,11 +4,15 @@ padding (`length_grouped_batches`, `collate`) and score predictions (`compute_me
 from autopeft.data.batching import collate, length_grouped_batches
 from autopeft.data.loading import clear_task_cache, load_task
 from autopeft.data.metrics import (
+    TrivialScore,
     compute_metrics,
     exact_match,
     extract_final_number,
     input_blind_loss,
     is_higher_better,
+    loss_trivial_score,
+    metric_stderr,
+    trivial_score,
 )
 from autopeft.data.tasks import METRICS_BY_KIND, TaskData, TaskSpec
 from autopeft.data.tokenize import (
@@ -49,4 +53,8 @@ __all__ = [
     "load_task",
     "tokenize_task",
     "input_blind_loss",
+    "TrivialScore",
+    "loss_trivial_score",
+    "metric_stderr",
+    "trivial_score",
 ]

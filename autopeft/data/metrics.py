@@ -3,9 +3,11 @@ exact match of final answers for generation (GSM8K). All are higher-is-better ex
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -171,3 +173,89 @@ def input_blind_loss(spec: TaskSpec, train_labels: Sequence[Any], eval_labels: S
     counts = np.bincount(np.asarray(train_labels, dtype=int), minlength=classes) + 1.0
     prior = float(-np.mean(np.log(counts / counts.sum())[eval_values.astype(int)]))
     return max(prior, float(np.log(classes)))
+
+
+CORRELATION_METRICS = ("mcc", "pearson", "spearman")
+"""Metrics whose input-blind score is 0 and whose standard error under no association is about 1/sqrt(n)."""
+
+
+@dataclass(frozen=True)
+class TrivialScore:
+    """What a predictor that ignores its input scores on an evaluation subset, and the margin to beat it.
+
+    ``stderr`` is the standard error of the metric at that score on the subset's ``examples``: a rate
+    (accuracy, macro F1) has sqrt(p(1-p)/n), at least 1/n; a correlation (MCC, Pearson, Spearman) has
+    about 1/sqrt(n) when there is no association (n·MCC² is the 2x2 table's chi-square); a loss has no margin
+    (a trial must be below the input-blind or base model's loss). A score that does not beat the trivial one
+    by more than ``stderr`` is trivial: at that eval size it cannot be told apart from ignoring the input.
+    """
+
+    metric: str
+    value: float
+    stderr: float
+    examples: int
+
+    @property
+    def higher_is_better(self) -> bool:
+        return is_higher_better(self.metric)
+
+    def is_trivial(self, score: float) -> bool:
+        if not math.isfinite(score):
+            return True
+        if self.higher_is_better:
+            return not score > self.value + self.stderr
+        return not score < self.value - self.stderr
+
+
+def metric_stderr(metric: str, value: float, examples: int) -> float:
+    """The standard error of ``metric`` at ``value`` over ``examples`` scored examples (:class:`TrivialScore`)."""
+    n = max(int(examples), 1)
+    name = metric.removeprefix("eval_")
+    if name.endswith("loss"):
+        return 0.0
+    if name in CORRELATION_METRICS:
+        return 1.0 / math.sqrt(n)
+    p = min(max(value, 0.0), 1.0)
+    return max(math.sqrt(p * (1 - p) / n), 1.0 / n)
+
+
+def trivial_score(spec: TaskSpec, train_labels: Sequence[Any], eval_labels: Sequence[Any],
+                  metric: str | None = None) -> TrivialScore:
+    """The score of the input-blind predictor on ``eval_labels`` (classification or regression).
+
+    classification: the best constant answer (each metric's maximum over answering one class always, scored by
+    :func:`compute_metrics`: the accuracy is the evaluated examples' majority share, MCC is 0), its eval loss the
+    train class frequencies' cross-entropy (add-one smoothed);
+    regression: always the train mean (Pearson/Spearman are undefined, so 0), its loss that predictor's mean
+    squared error. A causal LM's trivial score is its base model's own eval loss, which takes the model
+    (:meth:`autopeft.trial.TrialRunner.trivial_score`; :func:`loss_trivial_score`).
+    """
+    if spec.kind == "causal_lm":
+        raise ValueError("a causal LM's trivial score is the base model's eval loss (loss_trivial_score)")
+    metric = metric or spec.metric
+    train = np.asarray(train_labels)
+    expected = np.asarray(eval_labels)
+    if len(expected) == 0 or len(train) == 0:
+        raise ValueError("no examples to score")
+    if spec.kind == "regression":
+        mean = float(np.mean(train.astype(float)))
+        scores = {"eval_loss": float(np.mean((expected.astype(float) - mean) ** 2)),
+                  **regression_metrics(np.full(len(expected), mean), expected)}
+    else:
+        classes = max(spec.num_labels, int(np.max(train)) + 1, int(np.max(expected)) + 1)
+        counts = np.bincount(train.astype(int), minlength=classes)
+        smoothed = (counts + 1.0) / (counts + 1.0).sum()
+        # the best constant answer on the scored examples, not only the train split's majority: where the two
+        # differ (a small or shifted split), a model that always answers the other class has still learned nothing
+        constant = [classification_metrics(np.full(len(expected), label), expected) for label in range(classes)]
+        scores = {"eval_loss": float(-np.mean(np.log(smoothed[expected.astype(int)]))),
+                  **{name: max(c[name] for c in constant) for name in constant[0]}}
+    if metric not in scores:
+        raise ValueError(f"no trivial score for metric '{metric}' of a {spec.kind} task")
+    value = scores[metric]
+    return TrivialScore(metric, value, metric_stderr(metric, value, len(expected)), len(expected))
+
+
+def loss_trivial_score(loss: float, examples: int) -> TrivialScore:
+    """A trivial eval loss (a causal LM's base model before training): a trial must end below it."""
+    return TrivialScore("eval_loss", float(loss), 0.0, examples)

@@ -96,7 +96,7 @@ def reason_text(record: TrialRecord) -> str:
 def unfinished_records(results: RunResults) -> list[TrialRecord]:
     """Trials that did not finish (failed, rejected before training, still running or interrupted),
     without the duplicates that only copy another trial's outcome."""
-    return [r for r in results.all_records if not r.complete and R.DUPLICATE_OF not in r.attrs]
+    return [r for r in results.all_records if (not r.complete or r.infeasible) and R.DUPLICATE_OF not in r.attrs]
 
 
 def common_reasons(records: list[TrialRecord], top: int = 3) -> list[tuple[int, str]]:

@@ -2,7 +2,7 @@
 
     from autopeft.modules import get_module_type
     lora = get_module_type("lora")
-    lora.size, lora.options, lora.learning_rate          # "rank", {"alpha": 2.0}, LearningRate(5e-4, ...)
+    lora.size, lora.options, lora.learning_rate          # "rank", {"alpha": 2.0}, LearningRate(5e-3, ...)
 """
 
 # Registered in the order reports and messages list the module types (so not sorted).

@@ -8,7 +8,9 @@ A module type says everything the search needs of it, in one file (``autopeft/mo
 - its exact trainable-parameter count from the model config alone (:meth:`~ModuleType.count_params`);
 - how a decoded choice builds into PEFT config(s) — PEFT's own or one of :mod:`autopeft.tuners`
   (:meth:`~ModuleType.build`);
-- its learning-rate prior (:attr:`~ModuleType.learning_rate`).
+- its learning-rate prior (:attr:`~ModuleType.learning_rate`): a trial trains each module type's parameters in
+  their own optimizer group at that type's rate (:func:`autopeft.builders.parameter_groups`), telling them apart on
+  the built model by name (:attr:`~ModuleType.parameter_names`, :meth:`~ModuleType.owns`).
 
 A new module type is one new file with a ``@register``-ed subclass (plus its tuner folder if PEFT lacks the
 method), imported in ``autopeft/modules/__init__.py``.
@@ -37,10 +39,10 @@ Shapes = dict[str, tuple[tuple[int, int], ...]]
 class LearningRate:
     """A module type's learning-rate prior: a default and a range worth searching, and where they come from."""
 
-    default: float
-    low: float
+    default: float   # what a trial uses when neither the space nor ``--lr`` gives a rate
+    low: float       # the range a space's ``lr: prior`` searches (log scale)
     high: float
-    source: str
+    source: str      # where the values come from: papers' settings and our own short-budget measurements
 
     def __post_init__(self):
         if not 0 < self.low <= self.default <= self.high:
@@ -78,6 +80,13 @@ class ModuleType(ABC):
     options: ClassVar[dict[str, Any]] = {}
     """Option name -> default, for the options a space may fix or search (``alpha``, ``location``, ``scaling``)."""
     learning_rate: ClassVar[LearningRate]
+    parameter_names: ClassVar[tuple[str, ...]] = ()
+    """Attribute names of the trainable tensors (or of the modules holding them) this type adds to a model, e.g.
+    LoRA's ``lora_A``/``lora_B``: a name no other type uses, so a built model's parameters say which type they are."""
+
+    def owns(self, parameter_name: str) -> bool:
+        """Whether a (trainable) parameter of a built model, by its full dotted name, is one this type added."""
+        return any(part in self.parameter_names for part in parameter_name.split("."))
 
     def max_size(self, dims: Dimensions, num_layers: int) -> float | None:
         """The largest size that fits the model (``num_layers``: layers the space places modules on); None: no limit."""

@@ -18,6 +18,7 @@ class Lofit(ModuleType):
     size = "heads (K)"
     learning_rate = LearningRate(5e-3, 1e-3, 3e-2, source="prior: autopeft's head-selection step (priors/heads.py, "
                                                           "5e-3); not yet confirmed for the offsets")
+    parameter_names = ("lofit_scale", "lofit_offset")
 
     def max_size(self, dims, num_layers):
         return dims.num_heads * num_layers

@@ -185,12 +185,12 @@ def summary_markdown(results: RunResults, history: list[tuple[int, float]],
     rung0 = results.stages.get("rung-0", [])
     trained = [r for r in rung0 if r.trained]
     duplicates = [r for r in rung0 if R.DUPLICATE_OF in r.attrs]
-    not_trained = [r for r in rung0 if r.state == "pruned" and R.DUPLICATE_OF not in r.attrs]
+    not_trained = [r for r in rung0 if (r.state == "pruned" or r.infeasible) and R.DUPLICATE_OF not in r.attrs]
     over_budget = [r for r in not_trained if str(r.attrs.get(R.REASON, "")).startswith("over --max-params")]
     failed = [r for records in results.stages.values() for r in records
               if r.state == "fail" and R.DUPLICATE_OF not in r.attrs]
     unfinished = [r for r in results.all_records if r.state in ("running", "waiting")]
-    finished = sum(1 for r in results.all_records if r.complete)
+    finished = sum(1 for r in results.all_records if r.complete and not r.infeasible)
     lines = [f"# autopeft search: {info.study_name}", ""]
     settings = info.settings
     lines += [f"- model: `{settings.get('model')}`, dataset: `{settings.get('dataset')}`, "
@@ -224,10 +224,21 @@ def summary_markdown(results: RunResults, history: list[tuple[int, float]],
                      f"trial ({statistics.median(walls):.2f} s)")
     if history:
         lines.append(f"- final hypervolume (rung 0): {history[-1][1]:.4g}")
+    trivial = [r for records in results.stages.values() for r in distinct_complete(records)
+               if r.trivial and r.stage != "final"]
+    if trivial:
+        score = next((r.trivial_metric for r in trivial if r.trivial_metric is not None), None)
+        stderr = next((r.attrs[R.RESULT].get(R.METRIC_STDERR) for r in trivial if R.RESULT in r.attrs), None)
+        at = f" ({_format(score)}" + (f" + {stderr:.2g} standard error" if stderr else "") + ")" \
+            if score is not None else ""
+        lines.append(f"- trivial: {len(trivial)} trained trials scored at or below the trivial score{at} "
+                     "(never promoted, never on a front): "
+                     + ", ".join(r.label for r in trivial[:20]) + (" ..." if len(trivial) > 20 else ""))
     evaluated, not_evaluated = _baselines(rung0)
     lines.append(f"- baselines evaluated: {', '.join(evaluated) or 'none'}")
     if not_evaluated:
         lines.append(f"- baselines enqueued but without a result: {', '.join(not_evaluated)}")
+    lines += _agreement_lines(results, info.metric)
     if not results.front:
         lines += ["", "## Pareto front", "",
                   f"None: {nothing_finished(results)}. No plot was drawn: there is nothing to plot.", ""]
@@ -255,6 +266,20 @@ def summary_markdown(results: RunResults, history: list[tuple[int, float]],
 
 
 PLOT_FILES = ("pareto.png", "pareto.html", "hypervolume.png", "heatmap.png")
+
+
+def _agreement_lines(results: RunResults, metric: str) -> list[str]:
+    """Spearman rho of the task metric between consecutive rungs, over the configurations trained at both."""
+    agreements = R.rung_agreements(results.stages, metric)
+    if not agreements:
+        return []
+    lines = ["", "## Rung agreement", "",
+             f"Spearman rho of {metric} between consecutive rungs, over the configurations trained at both:", ""]
+    for agreement in agreements:
+        warning = (f" — **warning: below {R.LOW_AGREEMENT}: the lower rung ranks configurations unlike the higher "
+                   "one**") if agreement.low else ""
+        lines.append(f"- {agreement.describe()}{warning}")
+    return lines
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, storage: str | None = None) -> tuple[Path, bool]:

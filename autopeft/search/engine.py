@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,12 +33,14 @@ from autopeft.backends.base import FINISHED, Backend, Evaluator, NextJob, TrialJ
 from autopeft.backends.local import LocalBackend
 from autopeft.errors import AutopeftError
 from autopeft.search import records as R
+from autopeft.search.checkpoints import PointCheckpoints
+from autopeft.search.feasibility import OVER_BUDGET, infeasible_reason, penalised_values
 from autopeft.search.final_stage import PEER_POLL_SECONDS, FinalStage
 from autopeft.search.initial_design import BASELINES, baseline_params, default_quasi_random_count, quasi_random_params
 from autopeft.search.objectives import Objective
 from autopeft.search.records import TrialRecord
 from autopeft.search.samplers import SamplerContext, canonical_sampler_name, create_sampler
-from autopeft.search.scheduler import NO_RANDOM_POINT, STUCK_AFTER, TIME_BUDGET_REACHED, Scheduler
+from autopeft.search.scheduler import NO_RANDOM_POINT, STUCK_AFTER, TIME_BUDGET_REACHED, Scheduler, raise_first_rung
 from autopeft.search.store import PROCESS_ENDED, SEARCH_STOPPED, Retry, StudyStore
 from autopeft.space import PeftPoint, SearchSpace, count_model_params, count_trainable_params
 from autopeft.trial.fidelity import Fidelity
@@ -63,6 +65,8 @@ class SearchPlan:
     quasi_random: int | None = None     # None: about a fifth of the trials
     initial_points: tuple[tuple[dict[str, Any], str], ...] = ()   # (params, origin) from priors, queued first
     max_idle_suggestions: int = 200     # consecutive rejected/duplicate suggestions before giving up
+    unavailable: dict[str, str] = field(default_factory=dict)   # module types this search cannot build -> why
+    auto_first_rung: bool = False       # --fidelity auto: the rung new configurations start at may go up
 
     def __post_init__(self):
         if not self.rungs:
@@ -142,6 +146,7 @@ class _Running:
     key: str
     adapter_params: int
     retry: Retry | None          # queued again if the search stops while it trains
+    new: bool = True             # a new configuration (not a promotion): counts towards the trial budget
 
 
 def point_key(point: PeftPoint) -> str:
@@ -174,6 +179,9 @@ class SearchEngine:
         self._running: dict[str, _Running] = {}
         self._stopped: str | None = None
         self._last_recovery = 0.0
+        # a promoted point continues its lower rung's training (step rungs); the final stage reuses the top rung's
+        self.checkpoints = PointCheckpoints(self.run_dir, tuple(plan.rungs), plan.seed)
+        self.first_rung = 0          # where new configurations start (read from the store when the studies open)
 
     @property
     def studies(self) -> dict[int, optuna.Study]:
@@ -191,13 +199,14 @@ class SearchEngine:
             self.backend.drive(self)
             if self.plan.final_seeds:
                 self._wait_for_peers()
+            self._record_agreement()
             front_stage, front = self._front_now()
             if not front:
-                self._note("no trial finished: there is no Pareto front")
+                self._note(self._why_no_front())
             elif self.plan.final_seeds:
                 seeds = [self.plan.seed + index for index in range(self.plan.final_seeds)]
                 final = FinalStage(self.store, self.space, self.backend, self.run_dir, self.plan.rungs[-1], seeds,
-                                   self._note)
+                                   self._note, self.checkpoints)
                 front_stage, front = final.run(front_stage, front)
         finally:
             self.store.close()
@@ -221,9 +230,14 @@ class SearchEngine:
             seed=self.plan.seed + self.store.trial_count(),  # a resumed sampler must not replay its draws
             count_params=self.count_params, max_params=self.plan.max_params,
             model_params=count_model_params(self.space.model_config), expected_trials=self.plan.trials,
+            unavailable=self.plan.unavailable,
         )
         sampler = create_sampler(self.plan.sampler, context)
         self.store.open(sampler, self.plan.fingerprint(self.space), len(self.plan.rungs))
+        self.first_rung = self.store.first_rung()
+        if self.first_rung:  # a resumed search whose lowest rung went up: the sampler proposes there
+            self.store.propose_at(self.first_rung, create_sampler(self.plan.sampler, context))
+        self._sampler_context = context
 
     def _recover_abandoned(self) -> None:
         """Trials left RUNNING by a process that is gone: fail them with the reason and retry each point once.
@@ -243,15 +257,23 @@ class SearchEngine:
         study = self.store.studies[0]
         queued: set[str] = set()
 
-        def enqueue(params: dict[str, Any], origin: str) -> None:
-            key = point_key(self.space.decode(params))
+        def enqueue(params: dict[str, Any], origin: str) -> bool:
+            point = self.space.decode(params)
+            key = point_key(point)
             if key in queued:
-                return
-            if self.plan.max_params is not None and (size := self.count_params(params)) > self.plan.max_params:
+                return False
+            size = self.count_params(params)
+            if self.plan.max_params is not None and size > self.plan.max_params:
                 self._note(f"initial point {origin} skipped: {size:,} params > --max-params")
-                return
+                return False
+            why = infeasible_reason(point, size, self.plan.max_params, self.plan.unavailable)
+            if why is not None:
+                if not origin.startswith("quasi-random"):  # a design point is replaced by the next one
+                    self._note(f"initial point {origin} skipped: {why}")
+                return False
             queued.add(key)
             self.store.queue(study, params, origin, key)
+            return True
 
         for params, origin in self.plan.initial_points:
             enqueue(params, origin)
@@ -265,8 +287,9 @@ class SearchEngine:
         count = self.plan.quasi_random
         if count is None:
             count = default_quasi_random_count(self.plan.trials, len(self.space.dimensions))
-        for params in quasi_random_params(self.space, count, self.plan.seed):
-            enqueue(params, "quasi-random")
+        design = iter(quasi_random_params(self.space, 4 * count, self.plan.seed))  # spares for points that cannot train
+        while count > 0 and (params := next(design, None)) is not None:
+            count -= enqueue(params, "quasi-random")
         self.store.mark_initial_design_done()
 
     # ============================================================ the loop
@@ -280,8 +303,11 @@ class SearchEngine:
         return {job.trial._trial_id for job in self._running.values()}
 
     def _new_configurations_started(self) -> int:
-        """Trained or running at rung 0, here and at live peers (counting the peers brings in their results)."""
-        return self.store.trained_count() + self._running_at(0) + self.store.peers(0, self._my_trial_ids())[1]
+        """Trained (at any rung) or running at the lowest rung, here and at live peers (counting the peers brings in
+        their results)."""
+        trained = self.store.trained_keys()
+        here = sum(1 for job in self._running.values() if job.new and job.key not in trained)
+        return len(trained) + here + self.store.peers(self.first_rung, self._my_trial_ids())[1]
 
     def _stop(self, why: str) -> NextJob:
         """No new trial starts; the search ends once the running ones are told."""
@@ -298,6 +324,8 @@ class SearchEngine:
                 return self._stop(TIME_BUDGET_REACHED)
             if time.monotonic() - self._last_recovery > RECOVER_EVERY_SECONDS:
                 self._recover_abandoned()
+            if self.plan.auto_first_rung:
+                self._maybe_raise_first_rung()
             rung = self._promotion_rung()
             if rung is not None:
                 job = self._ask(rung)
@@ -306,7 +334,8 @@ class SearchEngine:
                 continue
             stop = self.scheduler.stop_new_configurations(
                 started=self._new_configurations_started,
-                evaluated=lambda: len(self.store.finished[0]) + self._running_at(0),
+                evaluated=lambda: len({key for finished in self.store.finished.values() for key in finished})
+                + self._running_at(self.first_rung),
                 cardinality=self.space.cardinality(), idle=self._idle)
             if stop is not None:
                 if stop.after_running and self._running:  # a running trial may still earn a promotion
@@ -314,7 +343,7 @@ class SearchEngine:
                 return self._stop(stop.reason)
             if self.scheduler.wants_random_point(self._idle) and not self._enqueue_random_point():
                 return self._stop(NO_RANDOM_POINT)
-            job = self._ask(0)
+            job = self._ask(self.first_rung)
             if job is not None:
                 return job
 
@@ -328,6 +357,8 @@ class SearchEngine:
             return
         record = self.store.record(running.trial, f"rung-{running.rung}")
         self.store.finished[running.rung][running.key] = record
+        if result.ok:
+            self.checkpoints.keep_latest(running.key)
         self._idle = 0
         self.observer.on_trial(record, self._progress())
 
@@ -340,7 +371,7 @@ class SearchEngine:
     # ------------------------------------------------------------------
     def _enqueue_random_point(self) -> bool:
         """Samplers that learn nothing from rejected points can repeat them; queue a fresh feasible one."""
-        seen = self.store.point_keys(0)
+        seen = self.store.point_keys(self.first_rung)
         rng = np.random.default_rng(self.plan.seed + len(seen) + self._idle)
         for _ in range(RANDOM_FALLBACK_DRAWS):
             params = self.space.active_params(self.space.sample(rng))
@@ -348,12 +379,58 @@ class SearchEngine:
             if point_key(point) in seen:
                 continue
             size = count_trainable_params(point, self.space.model_config)
-            if size == 0 or (self.plan.max_params is not None and size > self.plan.max_params):
+            if infeasible_reason(point, size, self.plan.max_params, self.plan.unavailable) is not None:
                 continue
-            self.store.queue(self.store.studies[0], params, f"random (the sampler repeated {STUCK_AFTER} rejected, "
-                                                            "empty or duplicate points)", point_key(point))
+            self.store.queue(self.store.studies[self.first_rung], params,
+                             f"random (the sampler repeated {STUCK_AFTER} rejected, empty or duplicate points)",
+                             point_key(point))
             return True
         return False
+
+    def _maybe_raise_first_rung(self) -> None:
+        """``--fidelity auto``: carry out the scheduler's :func:`~autopeft.search.scheduler.raise_first_rung`. New
+        configurations start one rung up from now on (kept in the study for a resumed search), the sampler proposes
+        there, the points queued at the old lowest rung move up, and the trivial baselines are queued again there
+        (the rung must show whether they clear the trivial score); results below keep promoting as usual."""
+        finished = {rung: records.values() for rung, records in self.store.finished.items()}
+        change = raise_first_rung(finished, self.first_rung, len(self.plan.rungs),
+                                  self.store.pending(self.first_rung, R.BASELINE_PREFIX),
+                                  self.plan.objectives[0].name)
+        if change is None:
+            return
+        old, self.first_rung = self.first_rung, change.rung
+        self.store.set_first_rung(change.rung)
+        context = replace(self._sampler_context, seed=self._sampler_context.seed + 1000 * change.rung)
+        self.store.propose_at(change.rung, create_sampler(self.plan.sampler, context))
+        moved = self.store.move_queued(old, change.rung, f"moved to rung {change.rung}: the lowest rung went up")
+        seen = self.store.point_keys(change.rung)
+        again = [r for r in R.distinct_complete(list(self.store.finished[old].values()))
+                 if r.origin.startswith(R.BASELINE_PREFIX) and r.trivial and r.key not in seen]
+        for record in again:
+            self.store.queue(self.store.studies[change.rung], record.params, record.origin, record.key)
+        moves = [f"{moved} queued point(s) moved there"] if moved else []
+        moves += [f"{len(again)} trivial baseline(s) queued there again"] if again else []
+        self._note(f"{change.reason}; new configurations start at rung {change.rung} from now on"
+                   + (f" ({', '.join(moves)})" if moves else ""))
+
+    def _record_agreement(self) -> None:
+        """Spearman rho between consecutive rungs over the points trained at both, in the study and as notes."""
+        stages = {f"rung-{rung}": list(finished.values()) for rung, finished in self.store.finished.items()}
+        agreements = R.rung_agreements(stages, self.plan.objectives[0].name)
+        if not agreements:
+            return
+        self.store.set_agreement([a.to_dict() for a in agreements])
+        for low in (a for a in agreements if a.low):
+            self._note(f"low rung agreement: {low.describe()} (below {R.LOW_AGREEMENT}): the lower rung ranks "
+                       "configurations unlike the higher one")
+
+    def _why_no_front(self) -> str:
+        trained = [r for finished in self.store.finished.values() for r in R.distinct_complete(list(finished.values()))]
+        if not trained:
+            return "no trial finished: there is no Pareto front"
+        score = next((r.trivial_metric for r in trained if r.trivial_metric is not None), None)
+        return (f"every trial scored at or below the trivial score ({'?' if score is None else format(score, '.4g')}): "
+                "the fidelity is too low or the learning rate too small; there is no Pareto front")
 
     def _promotion_rung(self) -> int | None:
         """A rung with a queued promotion (queuing a new one if MO-ASHA allows it), else None."""
@@ -381,22 +458,31 @@ class SearchEngine:
         self.store.set_key(trial, key)  # before looking at the peers' trials: they look at ours the same way
         adapter_params = count_trainable_params(point, self.space.model_config)
         self.store.describe(trial, point, adapter_params, rung=rung, origin=origin, suggest_seconds=suggest_seconds)
-        if not self._told_without_training(trial, rung, key, adapter_params) \
-                and not self._over_shared_budget(trial, rung):
-            job = TrialJob(f"rung-{rung}-{trial.number}", point, self.plan.rungs[rung], self.plan.seed)
+        # a new configuration counts towards the trial budget; a promotion, or a point trained again one rung up
+        # (a trivial baseline when --fidelity auto raised the lowest rung), does not
+        new = not origin.startswith(R.PROMOTED_PREFIX) and key not in self.store.trained_keys()
+        if not self._told_without_training(trial, rung, key, adapter_params, point) \
+                and not (new and self._over_shared_budget(trial, rung)):
+            job = TrialJob(f"rung-{rung}-{trial.number}", point, self.plan.rungs[rung], self.plan.seed,
+                           **self.checkpoints.for_job(key, rung))
             retry = Retry.of(trial.number, params, origin, key)
-            self._running[job.id] = _Running(trial, rung, key, adapter_params, retry)
+            self._running[job.id] = _Running(trial, rung, key, adapter_params, retry, new)
             return job
         self._idle += 1
         self.observer.on_trial(self.store.record(trial, f"rung-{rung}"), self._progress())
         return None
 
-    def _told_without_training(self, trial: optuna.Trial, rung: int, key: str, adapter_params: int) -> bool:
-        if self.plan.max_params is not None and adapter_params > self.plan.max_params:
-            self.store.prune(trial, f"over --max-params: {adapter_params:,} > {self.plan.max_params:,} (not trained)")
+    def _told_without_training(self, trial: optuna.Trial, rung: int, key: str, adapter_params: int,
+                               point: PeftPoint) -> bool:
+        why = infeasible_reason(point, adapter_params, self.plan.max_params, self.plan.unavailable)
+        if why is not None and why.startswith(OVER_BUDGET):  # pruned, as reports count it (TPE still learns)
+            self.store.prune(trial, f"{why} (not trained)", infeasible=why)
             return True
-        if adapter_params == 0:  # every module off: nothing to tune (samplers such as BoTorch's propose these)
-            self.store.prune(trial, "every module is off: no PEFT module to train (not trained)")
+        if why is not None:  # told with dominated values, so that every sampler learns not to propose it again
+            observed = [[r.values[o.name] for o in self.plan.objectives]
+                        for r in self.store.finished.get(rung, {}).values() if r.complete]
+            self.store.tell_infeasible(trial, why, penalised_values(
+                self.plan.objectives, observed, adapter_params, count_model_params(self.space.model_config)))
             return True
         running = next((r.trial.number for r in self._running.values() if r.rung == rung and r.key == key), None)
         peers, _ = self.store.peers(rung, self._my_trial_ids())  # also brings in what other workers finished
@@ -415,7 +501,7 @@ class SearchEngine:
 
     def _over_shared_budget(self, trial: optuna.Trial, rung: int) -> bool:
         """Several workers may ask for a trial at once: only the first ``trials`` asked for train."""
-        if rung != 0 or not self.scheduler.budget_filled(lambda: self.store.trials_ahead(trial)):
+        if rung != self.first_rung or not self.scheduler.budget_filled(lambda: self.store.trials_ahead(trial)):
             return False
         self.store.prune(trial, f"the trial budget ({self.plan.trials}) was filled by other workers (not trained)")
         return True

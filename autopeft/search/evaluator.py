@@ -48,11 +48,21 @@ class RunnerEvaluator:
     training: TrainingConfig            # defaults for what the point leaves open
     subsets: TrainSubsets | None = None  # the point's / search's data selection (None: a seeded random draw)
     warmup: Warmup | None = None        # pre-fine-tuning before every trial
+    learning_rate: float | None = None  # --lr: one rate for every module type (None: each type's own rate)
 
     def __call__(self, point: PeftPoint, fidelity: Fidelity, seed: int, *, evaluate_test: bool = False,
-                 save_dir: Path | None = None) -> TrialResult:
+                 save_dir: Path | None = None, resume_from: str | None = None,
+                 checkpoint_to: str | None = None) -> TrialResult:
+        from autopeft.builders import head_learning_rate, parameter_groups_for
+
         known = {f.name for f in fields(self.training)}
         training = replace(self.training, **{k: v for k, v in point.training.items() if k in known})
+        # each module type trains in its own group at its rate; the head, the warm-up and DeepSpeed's "auto" rate
+        # at the point's largest (autopeft.builders.groups says why and in which order the rates apply)
+        head = head_learning_rate(point, self.learning_rate)
+        if head is not None:
+            training = replace(training, learning_rate=head)
+        groups = parameter_groups_for(point, self.learning_rate, training.learning_rate)
         try:
             factory = self.adapter_builder(point)
         except Exception as exc:  # an unbuildable point fails its trial, not the search
@@ -62,7 +72,8 @@ class RunnerEvaluator:
         except AutopeftError as exc:  # e.g. a space's size larger than the train split
             return TrialResult(status=ERROR, reason=f"error: selecting the training data: {exc}")
         return self.runner.run(factory, fidelity, seed, training, train_indices=indices, warmup=self.warmup,
-                               evaluate_test=evaluate_test, save_dir=save_dir)
+                               evaluate_test=evaluate_test, save_dir=save_dir, parameter_groups=groups,
+                               resume_from=resume_from, checkpoint_to=checkpoint_to)
 
 
 def make_runner_evaluator(settings: SearchSettings, task: TaskData | None = None,
@@ -82,7 +93,7 @@ def make_runner_evaluator(settings: SearchSettings, task: TaskData | None = None
     context = BuildContext(**{key: value for prior in priors for key, value in prior.build_context().items()})
     builder = adapter_builder or builders_adapter_builder(base.config, task.spec.kind, context)
     return RunnerEvaluator(TrialRunner(base, task), builder, settings.training.config(),
-                           search_subsets(settings, task), search_warmup(settings, task))
+                           search_subsets(settings, task), search_warmup(settings, task), settings.training.lr)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """The final stage: the search's Pareto front re-trained at full fidelity with several seeds.
 
 Each seed is kept as soon as it is trained (a user attribute of the final trial, its adapter under
-``adapters/.seeds``), so an interrupted final stage resumes with the seeds still missing. A point
+``adapters/.seeds``), so an interrupted final stage resumes with the seeds still missing. The seed the
+search trained with continues the point's latest search checkpoint (:mod:`autopeft.search.checkpoints`):
+from the top rung it only evaluates (validation, test) and saves the adapter, instead of re-training
+what the search trained already. A point
 another live worker is re-training is waited for, not trained twice. A final trial's values are the
 mean over its seeds, ``values_std`` their spread; the adapter of the first seed that trained becomes
 ``adapters/final-<n>``.
@@ -22,6 +25,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 
 from autopeft.atomic import replace_dir
 from autopeft.backends.base import Backend, TrialJob
+from autopeft.search.checkpoints import PointCheckpoints
 from autopeft.search.records import TrialRecord, pareto_records
 from autopeft.search.store import PROCESS_ENDED, SEARCH_STOPPED, StudyStore
 from autopeft.space import SearchSpace, count_trainable_params
@@ -42,6 +46,7 @@ class FinalStage:
     fidelity: Fidelity               # the full fidelity
     seeds: list[int]
     note: Callable[[str], None]
+    checkpoints: PointCheckpoints | None = None   # the search's training checkpoints (its seed continues them)
 
     def run(self, stage: str, front: list[TrialRecord]) -> tuple[str, list[TrialRecord]]:
         """The final front of the search front ``front`` (of rung ``stage``)."""
@@ -77,6 +82,14 @@ class FinalStage:
                 kept.setdefault(int(entry["seed"]), entry)
         return kept
 
+    def _search_checkpoint(self, key: str, seed: int) -> tuple[int, Path] | None:
+        """The point's latest search checkpoint (rung, folder) when ``seed`` is the one the search trained with."""
+        if (self.checkpoints is None or seed != self.checkpoints.seed
+                or self.fidelity != self.checkpoints.rungs[-1]):
+            return None
+        latest = self.checkpoints.latest(key)
+        return latest if latest is not None and self.checkpoints.keeps(latest[0]) else None
+
     def _train(self, study: optuna.Study, records: list[TrialRecord]) -> None:
         seeds_root = self.run_dir / "adapters" / ".seeds"
         pending: list[tuple[optuna.Trial, int]] = []
@@ -105,8 +118,14 @@ class FinalStage:
                 if seed in kept:
                     self.store.keep_seed(trial, seed, kept[seed])
                 else:
+                    resume = self._search_checkpoint(key, seed)
                     job = TrialJob(f"final-{trial.number}-seed-{seed}", point, self.fidelity, seed,
-                                   evaluate_test=True, save_adapter=True)
+                                   evaluate_test=True, save_adapter=True,
+                                   resume_from=str(resume[1]) if resume else None)
+                    if resume is not None:
+                        self.note(f"final trial #{trial.number}: seed {seed} continues the search's rung-{resume[0]} "
+                                  "training of the point" + (" (evaluated, not re-trained)"
+                                                             if resume[0] == len(self.checkpoints.rungs) - 1 else ""))
                     jobs.append(job)
                     owner[job.id] = (trial, seed)
             if kept:

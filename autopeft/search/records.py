@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from scipy import stats
 
 from autopeft.search.objectives import Objective
 from autopeft.search.pareto import pareto_mask
@@ -31,8 +32,15 @@ LEASE = "lease"         # the process that runs a RUNNING trial (autopeft.search
 INTERRUPTED = "interrupted"    # the STATUS of a trial whose process stopped or died while it trained
 RETRY_PREFIX = "retry of "     # the ORIGIN of an interrupted trial's point queued again: "retry of #<number>"
 SAMPLER_PREFIX = "sampler:"    # the ORIGIN of a point the sampler proposed: "sampler:<name>"
-# study user-attribute keys
+INFEASIBLE = "infeasible"      # why a proposed point cannot train (told without training, never a result)
+PROMOTED_PREFIX = "promoted from "   # the ORIGIN of a promotion: "promoted from rung-<k>#<number>"
+BASELINE_PREFIX = "baseline:"        # the ORIGIN of a named baseline: "baseline:<name>"
+TRIVIAL, TRIVIAL_METRIC, METRIC_STDERR = "trivial", "trivial_metric", "metric_stderr"   # keys of a RESULT
+# study user-attribute keys (on rung 0's study)
 SETTINGS_ATTR, INITIAL_DESIGN_ATTR = "autopeft_settings", "initial_design_done"
+FIRST_RUNG_ATTR = "first_rung"       # the rung new configurations start at (--fidelity auto raises it)
+AGREEMENT_ATTR = "rung_agreement"    # [{"lower", "upper", "rho", "n"}] between consecutive rungs (RungAgreement)
+LOW_AGREEMENT = 0.3                  # a Spearman rho between consecutive rungs below this is warned about
 
 
 def rung_study_name(study_name: str, rung: int) -> str:
@@ -66,8 +74,32 @@ class TrialRecord:
         return bool(self.attrs.get(TRAINED))
 
     @property
+    def infeasible(self) -> bool:
+        """A point that cannot train (every module off, over --max-params, a module it cannot build): its values, if
+        any, are a penalty that teaches the sampler, never a result (no front, promotion or trained count)."""
+        return bool(self.attrs.get(INFEASIBLE))
+
+    @property
     def label(self) -> str:
         return f"{self.stage}#{self.number}"
+
+    @property
+    def origin(self) -> str:
+        return str(self.attrs.get(ORIGIN, ""))
+
+    @property
+    def trivial(self) -> bool:
+        """It scored at or below ignoring its input (:class:`autopeft.data.TrivialScore`): kept, so samplers learn
+        from it, but never promoted and never on a front. A final trial is trivial when every seed was."""
+        if RESULT in self.attrs:
+            return bool(self.attrs[RESULT].get(TRIVIAL))
+        seeds = self.attrs.get(SEEDS) or []
+        return bool(seeds) and all(seed.get(TRIVIAL) for seed in seeds)
+
+    @property
+    def trivial_metric(self) -> float | None:
+        result = self.attrs.get(RESULT) or next(iter(self.attrs.get(SEEDS) or []), {})
+        return result.get(TRIVIAL_METRIC)
 
     def losses(self, objectives: list[Objective]) -> list[float]:
         assert self.values is not None
@@ -110,7 +142,7 @@ def distinct_complete(records: list[TrialRecord]) -> list[TrialRecord]:
     """Complete records with finite values, one per point (the first; duplicates carry copies)."""
     seen, kept = set(), []
     for record in records:
-        if not record.complete or not all(math.isfinite(v) for v in record.values.values()):
+        if not record.complete or record.infeasible or not all(math.isfinite(v) for v in record.values.values()):
             continue
         if record.key in seen:
             continue
@@ -119,9 +151,15 @@ def distinct_complete(records: list[TrialRecord]) -> list[TrialRecord]:
     return kept
 
 
+def rankable(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Distinct complete points that beat the trivial score: what may be promoted or enter a front."""
+    return [r for r in distinct_complete(records) if not r.trivial]
+
+
 def pareto_records(records: list[TrialRecord], objectives: list[Objective]) -> list[TrialRecord]:
-    """The non-dominated distinct points, best task metric first."""
-    candidates = distinct_complete(records)
+    """The non-dominated distinct points, best task metric first; trivial ones never enter (being small makes a
+    model that learned nothing non-dominated)."""
+    candidates = rankable(records)
     if not candidates:
         return []
     mask = pareto_mask(np.array([r.losses(objectives) for r in candidates]))
@@ -130,10 +168,10 @@ def pareto_records(records: list[TrialRecord], objectives: list[Objective]) -> l
 
 
 def top_stage_with_results(stages: dict[str, list[TrialRecord]]) -> str | None:
-    """The highest fidelity rung holding at least one complete trial."""
+    """The highest fidelity rung holding at least one complete trial that beat the trivial score."""
     rungs = sorted((int(s.split("-")[1]) for s in stages if s.startswith("rung-")), reverse=True)
     for rung in rungs:
-        if distinct_complete(stages[f"rung-{rung}"]):
+        if rankable(stages[f"rung-{rung}"]):
             return f"rung-{rung}"
     return None
 
@@ -143,3 +181,46 @@ def search_front(stages: dict[str, list[TrialRecord]],
     """The highest fidelity rung with results and its Pareto front (what the final stage re-trains)."""
     stage = top_stage_with_results(stages)
     return stage, (pareto_records(stages[stage], objectives) if stage else [])
+
+
+@dataclass(frozen=True)
+class RungAgreement:
+    """Spearman rho of the task metric between two consecutive rungs, over the ``n`` points trained at both
+    (the promoted ones); None where it is undefined (fewer than 2 points, or a constant side)."""
+
+    lower: int
+    upper: int
+    rho: float | None
+    n: int
+
+    @property
+    def low(self) -> bool:
+        """Worth a warning: below :data:`LOW_AGREEMENT`, or undefined over 3 or more points."""
+        return (self.rho is None and self.n >= 3) or (self.rho is not None and self.rho < LOW_AGREEMENT)
+
+    def describe(self) -> str:
+        rho = "undefined" if self.rho is None else f"{self.rho:.2f}"
+        return f"rung {self.lower} -> {self.upper}: Spearman rho {rho} over {self.n} configurations"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lower": self.lower, "upper": self.upper, "rho": self.rho, "n": self.n}
+
+
+def agreement(lower: list[TrialRecord], upper: list[TrialRecord], metric: str, lower_rung: int) -> RungAgreement:
+    """How the task metric of the points trained at both rungs ranks at each (trivial ones included)."""
+    below = {r.key: r.values[metric] for r in distinct_complete(lower)}
+    pairs = [(below[r.key], r.values[metric]) for r in distinct_complete(upper) if r.key in below]
+    rho = None
+    if len(pairs) >= 2:
+        x, y = np.array(pairs).T
+        if np.ptp(x) > 0 and np.ptp(y) > 0:
+            value = float(stats.spearmanr(x, y)[0])
+            rho = value if math.isfinite(value) else None
+    return RungAgreement(lower_rung, lower_rung + 1, rho, len(pairs))
+
+
+def rung_agreements(stages: dict[str, list[TrialRecord]], metric: str) -> list[RungAgreement]:
+    """:func:`agreement` between each pair of consecutive rungs that both hold results."""
+    rungs = sorted(int(s.split("-")[1]) for s in stages if s.startswith("rung-"))
+    return [agreement(stages[f"rung-{k}"], stages[f"rung-{k + 1}"], metric, k)
+            for k in rungs if f"rung-{k + 1}" in stages and distinct_complete(stages[f"rung-{k + 1}"])]

@@ -8,7 +8,7 @@ and ``autopeft report`` start from it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,10 @@ from autopeft.data import is_higher_better
 from autopeft.errors import AutopeftError
 from autopeft.search.engine import SearchEngine, SearchObserver, SearchOutcome, SearchPlan
 from autopeft.search.evaluator import AdapterBuilder, SettingsEvaluatorFactory, make_runner_evaluator
+from autopeft.search.feasibility import LOFIT_NEEDS_HEADS
 from autopeft.search.objectives import Objective, parse_objectives
 from autopeft.search.samplers import canonical_sampler_name
-from autopeft.search.settings import SearchSettings, parse_max_params
+from autopeft.search.settings import DEFAULT_TRIALS, SearchSettings, parse_max_params
 from autopeft.search.storage import (
     check_storage_url,
     default_storage,
@@ -160,6 +161,7 @@ class SearchSetup:
     run_dir: Path
     storage_url: str
     storage: Any = None          # a remote storage is opened (and so checked) early; a local file one at the start
+    notes: list[str] = field(default_factory=list)   # what the search chose for the user, told when it starts
 
 
 def prepare_search(settings: SearchSettings) -> SearchSetup:
@@ -184,6 +186,7 @@ def prepare_search(settings: SearchSettings) -> SearchSetup:
     check_storage_url(settings.storage) if settings.storage else None
     model_config = load_model_config(settings.model, trust_remote_code=settings.trust_remote_code)
     space = SearchSpace.from_file(settings.space, model_config)
+    notes = _lofit_heads(settings, space)
     model_params = count_model_params(model_config)
     max_params = parse_max_params(settings.max_params, model_params)
     if max_params is not None and max_params > model_params:
@@ -204,7 +207,7 @@ def prepare_search(settings: SearchSettings) -> SearchSetup:
         objectives=objectives,
         rungs=rungs,
         eta=settings.fidelity.eta,
-        trials=settings.trials if settings.trials is not None or settings.time_budget is not None else 20,
+        trials=settings.trials if settings.trials is not None or settings.time_budget is not None else DEFAULT_TRIALS,
         time_budget=settings.time_budget_seconds,
         max_params=max_params,
         seed=settings.seed,
@@ -212,9 +215,22 @@ def prepare_search(settings: SearchSettings) -> SearchSetup:
         sampler=settings.sampler,
         baselines=settings.baselines,
         quasi_random=settings.quasi_random,
+        auto_first_rung=settings.fidelity.auto,
     )
     storage = open_storage(storage_url) if is_remote_storage(storage_url) else None
-    return SearchSetup(task, model_config, space, plan, study_name, run_dir, storage_url, storage)
+    return SearchSetup(task, model_config, space, plan, study_name, run_dir, storage_url, storage, notes)
+
+
+def _lofit_heads(settings: SearchSettings, space) -> list[str]:
+    """A space with LoFiT gets its head ranking: ``--prior heads`` is switched on (and recorded in the settings, so
+    workers and run.json see it). LoFiT trains offsets on the heads that matter most, and without the ranking no
+    LoFiT point can be built. Learning it is one short training (2 epochs of 1,000 examples: about 40 s on one CPU
+    core for MiniLM, seconds on a GPU, about one low-rung trial), cached per model and task; dropping LoFiT
+    instead would silently search another space than the one asked for."""
+    if "lofit" not in space.spec.modules or "heads" in settings.priors.prior:
+        return []
+    settings.priors.prior = [*settings.priors.prior, "heads"]
+    return ["the space has LoFiT: its head ranking (--prior heads) is learned once before the first trial and cached"]
 
 
 def run_search(settings: SearchSettings, observer: SearchObserver | None = None,
@@ -225,9 +241,13 @@ def run_search(settings: SearchSettings, observer: SearchObserver | None = None,
 
     setup = setup or prepare_search(settings)
     task, space, plan, run_dir, storage_url = setup.task, setup.space, setup.plan, setup.run_dir, setup.storage_url
+    for message in setup.notes if observer is not None else ():
+        observer.on_note(message)
     if settings.priors.prior:
         space, initial_points = _apply_priors(settings, task, space, plan.max_params, observer)
         plan = replace(plan, initial_points=tuple(initial_points))
+    if "lofit" in space.spec.modules and "heads" not in settings.priors.prior:  # no ranking: no LoFiT point can train
+        plan = replace(plan, unavailable={**plan.unavailable, "lofit": LOFIT_NEEDS_HEADS})
     objectives = plan.objectives
     info = RunInfo(run_dir, setup.study_name, mask_url(storage_url), has_credentials(storage_url),
                    settings.storage is None, objectives, task.spec.metric, space.dims.num_layers,

@@ -7,8 +7,10 @@ rule here can be checked with a few hand-made :class:`TrialRecord` s.
 Promotion (asynchronous successive halving, multi-objective): once a rung holds ``k`` distinct
 results, its top ``k // eta`` by non-dominated rank, ties by larger hypervolume contribution
 (:func:`~autopeft.search.pareto.promotion_order`), go up one rung, each once; the highest rung is
-served first. New configurations start at rung 0 until the trial budget is filled, the space is
-exhausted or the sampler keeps proposing points that cannot be trained.
+served first. A trivial result (no better than ignoring the input) counts towards its rung's quota
+but is never promoted. New configurations start at the lowest rung (``first_rung``, 0 unless
+``--fidelity auto`` raised it: :func:`raise_first_rung`) until the trial budget is filled, the space
+is exhausted or the sampler keeps proposing points that cannot be trained.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ import numpy as np
 
 from autopeft.search.objectives import Objective
 from autopeft.search.pareto import promotion_order
-from autopeft.search.records import TrialRecord, distinct_complete
+from autopeft.search.records import (
+    BASELINE_PREFIX,
+    LOW_AGREEMENT,
+    PROMOTED_PREFIX,
+    TrialRecord,
+    agreement,
+    distinct_complete,
+)
 
 STUCK_AFTER = 5   # consecutive rejected/duplicate suggestions before a random feasible point is queued
 
@@ -39,7 +48,7 @@ class Promotion:
 
     @property
     def origin(self) -> str:
-        return f"promoted from {self.record.label}"
+        return f"{PROMOTED_PREFIX}{self.record.label}"
 
 
 @dataclass(frozen=True)
@@ -68,18 +77,20 @@ class Scheduler:
                        promoted: Callable[[int], Collection[str]]) -> Promotion | None:
         """The next configuration MO-ASHA promotes, or None.
 
-        ``finished[rung]``: the rung's trained records; ``promoted(rung)``: point keys already at ``rung``
-        (asked only for a rung with a non-empty quota below it)."""
+        ``finished[rung]``: the rung's trained records, promoted there or started there; ``promoted(rung)``: point
+        keys already at ``rung`` (asked only for a rung with a non-empty quota below it). The quota counts every
+        result of the rung; the order ranks only those that beat the trivial score."""
         for rung in range(self.rungs - 2, -1, -1):
             done = distinct_complete(list(finished[rung]))
             quota = len(done) // self.eta
-            if quota == 0:
+            candidates = [r for r in done if not r.trivial]
+            if quota == 0 or not candidates:
                 continue
             already = promoted(rung + 1)
-            order = promotion_order(np.array([r.losses(self.objectives) for r in done]))
+            order = promotion_order(np.array([r.losses(self.objectives) for r in candidates]))
             for index in order[:quota]:
-                if done[index].key not in already:
-                    return Promotion(rung + 1, done[index])
+                if candidates[index].key not in already:
+                    return Promotion(rung + 1, candidates[index])
         return None
 
     def budget_filled(self, started: Callable[[], int]) -> bool:
@@ -108,3 +119,41 @@ class Scheduler:
         """Samplers that learn nothing from rejected points can repeat them: every ``STUCK_AFTER`` in a row,
         a fresh feasible point is queued."""
         return idle > 0 and idle % STUCK_AFTER == 0
+
+
+MIN_AGREEMENT_POINTS = 4   # configurations trained at two rungs before a low rho raises the lowest rung
+
+
+@dataclass(frozen=True)
+class RungRaise:
+    """New configurations start at ``rung`` from now on (``--fidelity auto``), because of ``reason``."""
+
+    rung: int
+    reason: str
+
+
+def raise_first_rung(finished: Mapping[int, Iterable[TrialRecord]], first_rung: int, rungs: int,
+                     baselines_pending: bool, metric: str) -> RungRaise | None:
+    """Whether the lowest rung of ``--fidelity auto`` should go up one, and why; None to keep it.
+
+    Up when, at ``first_rung``, most (more than half) of the baselines that finished there scored at or below
+    the trivial score (judged once none is ``baselines_pending``: queued or running there), or when the task
+    metric of at least :data:`MIN_AGREEMENT_POINTS` configurations trained at both ``first_rung`` and the next
+    rung ranks poorly across them (Spearman rho below :data:`~autopeft.search.records.LOW_AGREEMENT`, or
+    undefined). Never past the second-to-last rung: the last one is the full fidelity.
+    """
+    if first_rung >= rungs - 2:
+        return None
+    here = distinct_complete(list(finished[first_rung]))
+    baselines = [r for r in here if r.origin.startswith(BASELINE_PREFIX)]
+    trivial = [r for r in baselines if r.trivial]
+    if baselines and not baselines_pending and 2 * len(trivial) > len(baselines):
+        score = next((r.trivial_metric for r in trivial if r.trivial_metric is not None), None)
+        at = f" ({score:.4g})" if score is not None else ""
+        return RungRaise(first_rung + 1, f"{len(trivial)} of {len(baselines)} baselines at rung {first_rung} scored "
+                                         f"at or below the trivial score{at}: the rung is too low to rank them")
+    above = agreement(list(finished[first_rung]), list(finished[first_rung + 1]), metric, first_rung)
+    if above.n >= MIN_AGREEMENT_POINTS and (above.rho is None or above.rho < LOW_AGREEMENT):
+        return RungRaise(first_rung + 1, f"{above.describe()}: rung {first_rung} does not rank like rung "
+                                         f"{first_rung + 1}")
+    return None

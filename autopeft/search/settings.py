@@ -34,6 +34,7 @@ from pydantic import (
 
 from autopeft.errors import AutopeftError
 from autopeft.search.objectives import DEFAULT_OBJECTIVES
+from autopeft.space.schema import DEFAULT_SPACE
 from autopeft.trial.fidelity import Fidelity
 
 if TYPE_CHECKING:
@@ -114,11 +115,15 @@ class TaskSettings(SettingsGroup):
         )
 
 
+AUTO = "auto"
+AUTO_RUNGS = 4   # rungs of --fidelity auto, the full fidelity included
+
+
 class FidelitySettings(SettingsGroup):
     """How much training a trial gets: the full fidelity, and the successive-halving rungs that scale it."""
 
-    rungs: list[float] = Field(default_factory=lambda: [1.0], alias="fidelity")
-    fidelity_resource: Literal["data", "epochs"] = "data"
+    rungs: Union[Literal["auto"], list[float]] = Field("auto", alias="fidelity")   # see auto_fractions
+    fidelity_resource: Literal["steps", "data", "epochs"] = "steps"
     eta: int = Field(3, ge=2)
     train_examples: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
     epochs: float = Field(1.0, gt=0, allow_inf_nan=False)
@@ -134,16 +139,20 @@ class FidelitySettings(SettingsGroup):
     def _fractions(cls, value):
         if isinstance(value, (int, float)):
             return [float(value)]
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            return AUTO
         if isinstance(value, str):
             try:
                 return [float(part) for part in value.split(",") if part.strip()]
             except ValueError:
-                raise ValueError("expected comma-separated fractions such as 0.25,0.5,1") from None
+                raise ValueError("expected 'auto' or comma-separated fractions such as 0.25,0.5,1") from None
         return value
 
     @field_validator("rungs")
     @classmethod
     def _increasing_to_one(cls, rungs):
+        if rungs == AUTO:
+            return rungs
         if not rungs or any(not 0 < f <= 1 for f in rungs):
             raise ValueError("fidelity rungs must be fractions in (0, 1]")
         if any(b <= a for a, b in zip(rungs, rungs[1:])):
@@ -161,20 +170,39 @@ class FidelitySettings(SettingsGroup):
             batch_size=self.batch_size,
         )
 
+    @property
+    def auto(self) -> bool:
+        """``--fidelity auto``: a ladder of rungs whose lowest one the search raises when it cannot rank
+        (:func:`autopeft.search.scheduler.raise_first_rung`)."""
+        return self.rungs == AUTO
+
+    def fractions(self) -> list[float]:
+        """The rungs as fractions of the full fidelity: ``auto`` is eta^-3, eta^-2, eta^-1, 1 (1/27, 1/9, 1/3, 1
+        with eta 3), so that each rung is eta times the one below, as successive halving promotes."""
+        if self.auto:
+            return [float(self.eta) ** -k for k in range(AUTO_RUNGS - 1, 0, -1)] + [1.0]
+        return list(self.rungs)
+
     def rung_fidelities(self) -> list[Fidelity]:
-        return fidelity_rungs(self.full(), self.rungs, self.fidelity_resource)
+        return fidelity_rungs(self.full(), self.fractions(), self.fidelity_resource)
 
 
 class TrainingSettings(SettingsGroup):
     """How a trial trains where its point leaves it open."""
 
-    lr: float = Field(5e-4, gt=0, allow_inf_nan=False)
+    # one rate for every parameter instead of the module types' own (autopeft.builders.groups); None: each module
+    # type trains at its rate, the head at the point's largest. A rate the space fixes or searches still wins.
+    lr: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
     bf16: bool = False
     deepspeed: Optional[str] = None          # zero2 | zero3 | path to a DeepSpeed JSON config
 
     def config(self) -> TrainingConfig:
+        """The trial's training defaults; without ``--lr`` its ``learning_rate`` is TrainingConfig's default, which
+        the evaluator replaces per point by the point's head rate (the warm-up and DeepSpeed's "auto" use it)."""
         from autopeft.trial import TrainingConfig
 
+        if self.lr is None:
+            return TrainingConfig(bf16=self.bf16, deepspeed=self.deepspeed)
         return TrainingConfig(learning_rate=self.lr, bf16=self.bf16, deepspeed=self.deepspeed)
 
 
@@ -248,6 +276,14 @@ GROUPS: dict[str, type[SettingsGroup]] = {
 """The attribute of :class:`SearchSettings` that holds each group."""
 
 
+DEFAULT_TRIALS = 30
+"""New configurations without --trials or --time-budget: after the baselines (3 in the default space), the Sobol
+points (about a fifth) and the sampler's start (3), about 20 proposals for the Bayesian optimisation on the default
+space's 8 dimensions. With the default rungs (1/27, 1/9, 1/3, 1; eta 3) and promotions that continue their
+checkpoint, they cost about 30/27 + 10 x 2/27 + 3 x 6/27 + 1 x 18/27 ~ 3.3 full-fidelity trainings (plus an evaluation
+per trial) before the final stage."""
+
+
 class SearchSettings(BaseModel):
     """Everything one search needs; built from (and written as) the flat mapping of flag keys."""
 
@@ -255,7 +291,7 @@ class SearchSettings(BaseModel):
 
     model: str
     task: TaskSettings
-    space: str
+    space: str = DEFAULT_SPACE         # a space file or a packaged space's name (search_spaces/default.yaml says why)
     objectives: CommaList = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
     trials: Optional[int] = Field(None, ge=1)
     time_budget: Optional[Union[float, str]] = None
@@ -379,7 +415,7 @@ def read_run_config(path: str | Path) -> dict[str, Any]:
 def merge_settings(file_values: dict[str, Any], flag_values: dict[str, Any], source: str = "flags") -> SearchSettings:
     """File values, overridden by every flag that was given (not None)."""
     merged = {**file_values, **{k: v for k, v in _normalise_keys(flag_values).items() if v is not None}}
-    for required in ("model", "dataset", "space"):
+    for required in ("model", "dataset"):
         if merged.get(required) in (None, ""):
             raise AutopeftError(f"--{required} is required (as a flag or in the config file)")
     try:
@@ -433,11 +469,20 @@ def parse_max_params(value: float | str | None, model_params: int) -> int | None
 
 
 def fidelity_rungs(full: Fidelity, fractions: list[float], resource: str) -> list[Fidelity]:
-    """One fidelity per rung: the full one with its data (or epochs) scaled by each fraction."""
+    """One fidelity per rung: the full one with its optimiser steps, data or epochs scaled by each fraction.
+
+    ``steps`` (the default): rung k trains ``ceil(fraction x`` the full fidelity's steps ``)`` (at least
+    :data:`~autopeft.trial.fidelity.MIN_RUNG_STEPS`) on the full fidelity's data, batches and LR schedule: an exact
+    prefix of the full training, so a promoted point continues from its checkpoint instead of restarting. The
+    step count is resolved by the runner (``Fidelity.step_fraction``), which knows the train split's size.
+    ``data`` and ``epochs`` rungs train a smaller subset or fewer epochs with their own schedule, from scratch."""
     rungs = []
     for fraction in fractions:
         if fraction == 1:
             rungs.append(full)
+            continue
+        if resource == "steps":
+            rungs.append(replace(full, step_fraction=fraction))
             continue
         steps = None if full.max_steps is None else max(1, math.ceil(full.max_steps * fraction))
         if resource == "epochs":

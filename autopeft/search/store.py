@@ -64,6 +64,11 @@ def asked_at(trial: FrozenTrial) -> tuple[float, int]:
     return start, trial.number
 
 
+def _new_configuration(trial: FrozenTrial) -> bool:
+    """A trial of a point that started at its rung, not one promoted there."""
+    return not str(trial.user_attrs.get(R.ORIGIN, "")).startswith(R.PROMOTED_PREFIX)
+
+
 def _earliest_by_key(trials: list[FrozenTrial]) -> dict[str, tuple[float, int]]:
     """Point key -> the earliest :func:`asked_at` of the ``trials`` for it (the one that trains the point)."""
     earliest: dict[str, tuple[float, int]] = {}
@@ -142,6 +147,45 @@ class StudyStore:
     def mark_initial_design_done(self) -> None:
         self.studies[0].set_user_attr(R.INITIAL_DESIGN_ATTR, True)
 
+    def first_rung(self) -> int:
+        """The rung new configurations start at (0 unless ``--fidelity auto`` raised it)."""
+        return int(self.studies[0].user_attrs.get(R.FIRST_RUNG_ATTR, 0))
+
+    def set_first_rung(self, rung: int) -> None:
+        self.studies[0].set_user_attr(R.FIRST_RUNG_ATTR, rung)
+
+    def set_agreement(self, agreements: list[dict[str, Any]]) -> None:
+        """Spearman rho between consecutive rungs (:class:`autopeft.search.records.RungAgreement` dicts)."""
+        self.studies[0].set_user_attr(R.AGREEMENT_ATTR, agreements)
+
+    def propose_at(self, rung: int, sampler: optuna.samplers.BaseSampler) -> None:
+        """The rung's study (created if needed) asks ``sampler`` for new points: where new configurations start."""
+        self.studies[rung] = self._study(R.rung_study_name(self.study_name, rung), sampler)
+
+    def pending(self, rung: int, origin_prefix: str) -> bool:
+        """Whether the rung holds a queued or running trial whose origin starts with ``origin_prefix``."""
+        return rung in self.studies and any(
+            str(t.user_attrs.get(R.ORIGIN, "")).startswith(origin_prefix)
+            for t in self.studies[rung].get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
+
+    def move_queued(self, source: int, target: int, reason: str) -> int:
+        """Queued new configurations of rung ``source`` are queued at rung ``target`` instead (same origin and key;
+        the waiting trial is told pruned with ``reason``); queued promotions stay. How many moved."""
+        moved = 0
+        for trial in self.studies[source].get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            origin = str(trial.user_attrs.get(R.ORIGIN, ""))
+            if origin.startswith(R.PROMOTED_PREFIX) or "fixed_params" not in trial.system_attrs:
+                continue
+            try:
+                self.storage.set_trial_user_attr(trial._trial_id, R.REASON, reason)
+                if not self.storage.set_trial_state_values(trial._trial_id, TrialState.PRUNED):
+                    continue
+            except UpdateFinishedTrialError:  # another worker took it first
+                continue
+            self.queue(self.rung(target), dict(trial.system_attrs["fixed_params"]), origin, trial.user_attrs.get(R.KEY))
+            moved += 1
+        return moved
+
     def close(self) -> None:
         self.leases.close()
 
@@ -204,13 +248,24 @@ class StudyStore:
         trial.set_user_attr(R.REASON, reason)
         trial.study.tell(trial, state=TrialState.FAIL)
 
-    def prune(self, trial: optuna.Trial, reason: str, duplicate_of: int | None = None) -> None:
-        """A trial told without training (``reason`` says why)."""
+    def prune(self, trial: optuna.Trial, reason: str, duplicate_of: int | None = None,
+              infeasible: str | None = None) -> None:
+        """A trial told without training (``reason`` says why; ``infeasible``: why its point can never train)."""
         self.leases.release(trial._trial_id)
         if duplicate_of is not None:
             trial.set_user_attr(R.DUPLICATE_OF, duplicate_of)
+        if infeasible is not None:
+            trial.set_user_attr(R.INFEASIBLE, infeasible)
         trial.set_user_attr(R.REASON, reason)
         trial.study.tell(trial, state=TrialState.PRUNED)
+
+    def tell_infeasible(self, trial: optuna.Trial, reason: str, values: list[float]) -> None:
+        """A point that cannot train, told COMPLETE with penalised ``values`` (:mod:`autopeft.search.feasibility`)
+        so that the sampler learns from it; never trained, never a result."""
+        self.leases.release(trial._trial_id)
+        trial.set_user_attr(R.INFEASIBLE, reason)
+        trial.set_user_attr(R.REASON, f"{reason} (not trained)")
+        trial.study.tell(trial, values)
 
     def copy_result(self, trial: optuna.Trial, previous: TrialRecord) -> None:
         """A point already trained at this rung: the trial repeats the earlier trial's outcome."""
@@ -270,9 +325,15 @@ class StudyStore:
         """Points asked for or queued at the rung."""
         return {t.user_attrs.get(R.KEY) for t in self.rung(rung).get_trials(deepcopy=False)}
 
+    def trained_keys(self) -> set[str]:
+        """Points trained as new configurations (at any rung: not promotions), by any worker. A point trained again
+        at a higher rung (a trivial baseline re-queued when ``--fidelity auto`` raised the lowest rung) is one."""
+        return {t.user_attrs.get(R.KEY) for study in self.studies.values() for t in study.get_trials(deepcopy=False)
+                if t.user_attrs.get(R.TRAINED) and not t.user_attrs.get(R.INFEASIBLE) and _new_configuration(t)}
+
     def trained_count(self) -> int:
-        """New configurations trained (rung 0), by any worker."""
-        return sum(1 for t in self.studies[0].get_trials(deepcopy=False) if t.user_attrs.get(R.TRAINED))
+        """How many points were trained as new configurations (:meth:`trained_keys`)."""
+        return len(self.trained_keys())
 
     def peers(self, rung: int, mine: set[int]) -> tuple[dict[str, tuple[float, int]], int]:
         """Other live processes' RUNNING trials at ``rung`` (point key -> the earliest one's :func:`asked_at`),
@@ -296,11 +357,13 @@ class StudyStore:
             self.finished[rung][key] = R.record_from_trial(trial, f"rung-{rung}", self.objectives)
 
     def trials_ahead(self, trial: optuna.Trial) -> int:
-        """Trials of the same study trained, or running live and asked for before ``trial``."""
+        """New configurations trained (at any rung), or running live in ``trial``'s study and asked for before it."""
         mine = self.asked_at(trial)
-        return sum(1 for t in trial.study.get_trials(deepcopy=False) if t.number != trial.number and (
-            t.user_attrs.get(R.TRAINED) or (t.state == TrialState.RUNNING and asked_at(t) < mine
-                                            and not self.abandoned(t))))
+        trained = self.trained_keys()
+        return len(trained) + sum(
+            1 for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.number != trial.number and not t.user_attrs.get(R.TRAINED) and _new_configuration(t)
+            and t.user_attrs.get(R.KEY) not in trained and asked_at(t) < mine and not self.abandoned(t))
 
     def median_suggest_seconds(self) -> float | None:
         """Over the trials the sampler proposed (queued ones take no suggestion time)."""

@@ -15,6 +15,7 @@ class ModuleChoice:
     sizes: dict[int, float]           # layer -> size (rank / bottleneck / tokens / heads / density; 1 if unsized)
     targets: tuple[str, ...] = ()     # matrix roles, where the module type has them
     options: dict[str, Any] = field(default_factory=dict)  # alpha, scaling, location
+    lr: float | None = None           # this module's learning rate when the space gives one (None: the type's default)
 
     @property
     def layers(self) -> list[int]:
@@ -28,6 +29,8 @@ class ModuleChoice:
         if self.targets:
             data["targets"] = list(self.targets)
         data.update(self.options)
+        if self.lr is not None:
+            data["lr"] = self.lr
         return data
 
 
@@ -62,7 +65,8 @@ class PeftPoint:
             sizes = ({int(k): v for k, v in size.items()} if isinstance(size, dict)
                      else {layer: size for layer in layers})
             targets = tuple(spec.pop("targets", ()))
-            modules[name] = ModuleChoice(kind, sizes, targets, spec)
+            lr = spec.pop("lr", None)
+            modules[name] = ModuleChoice(kind, sizes, targets, spec, None if lr is None else float(lr))
         return cls(modules, dict(data.get("training") or {}), dict(data.get("data") or {}))
 
     @classmethod
@@ -87,7 +91,7 @@ class PeftPoint:
         for name, module in point.modules.items():
             if "mask" in module.options:
                 options = {**module.options, "mask": str((path.parent / module.options["mask"]).resolve())}
-                module = ModuleChoice(module.type, module.sizes, module.targets, options)
+                module = ModuleChoice(module.type, module.sizes, module.targets, options, module.lr)
             modules[name] = module
         return cls(modules, point.training, point.data)
 

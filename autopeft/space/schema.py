@@ -66,6 +66,9 @@ class ModuleSpec(_Strict):
     scaling: Union[float, Choice, None] = None       # parallel adapter output scaling
     location: Union[str, Choice, None] = None        # adapters: ffn | attention
     alpha: Union[float, Choice, None] = None         # lora_alpha as a multiple of the rank
+    # this module's learning rate: fixed, searched in a range, or "prior" (searched in the type's own range,
+    # log scale); absent: the type's default (or --lr). Its parameters train in their own optimizer group.
+    lr: Union[float, Range, Literal["prior"], None] = None
     optional: bool = False                           # adds an on/off dimension
 
     @field_validator("size", mode="before")
@@ -82,6 +85,14 @@ class ModuleSpec(_Strict):
             raise ValueError(f"a fixed size must be a number > 0, got {size} (to make a module optional, "
                              "use 'optional: true' or a grid with 0 in it)")
         return size
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_lr(cls, lr):
+        low = lr.low if isinstance(lr, Range) else lr
+        if isinstance(low, (int, float)) and not (math.isfinite(low) and low > 0):
+            raise ValueError(f"a learning rate must be a number > 0, got {low}")
+        return lr
 
     @field_validator("targets")
     @classmethod
@@ -105,7 +116,7 @@ class ModuleSpec(_Strict):
         return location
 
 
-OPTION_FIELDS = tuple(name for name in ModuleSpec.model_fields if name not in ("targets", "size", "optional"))
+OPTION_FIELDS = tuple(name for name in ModuleSpec.model_fields if name not in ("targets", "size", "lr", "optional"))
 """The ModuleSpec fields that are module types' options (a type says which it has); a new option is one field."""
 
 
@@ -164,10 +175,19 @@ class SpaceSpec(_Strict):
         unknown = [k for k in training if k not in TRAINING_KEYS]
         if unknown:
             raise ValueError(f"unknown training key(s) {unknown}; known: {list(TRAINING_KEYS)}")
+        for key in ("learning_rate", "lr_scale"):
+            value = training.get(key)
+            values = (value.choices if isinstance(value, Choice) else [value.low] if isinstance(value, Range)
+                      else [] if value is None else [value])
+            bad = [v for v in values if not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0)]
+            if bad:
+                raise ValueError(f"{key} must be a number > 0, got {bad[0]}")
         return training
 
 
-TRAINING_KEYS = ("learning_rate", "weight_decay", "warmup_ratio")
+TRAINING_KEYS = ("learning_rate", "lr_scale", "weight_decay", "warmup_ratio")
+"""``learning_rate``: one rate for every parameter (overrides the module types' rates); ``lr_scale``: a factor on
+every module's rate (one search dimension for the whole point)."""
 
 
 _TYPE_TAGS = {"int", "float", "str", "bool", "none"}
@@ -191,8 +211,34 @@ def parse_space(data: Any, source: str) -> SpaceSpec:
         raise SpaceError(f"{source}: field '{_field_path(first['loc'])}': {message}") from None
 
 
+DEFAULT_SPACE = "default"
+"""The space ``autopeft search`` uses without ``--space`` (search_spaces/default.yaml says why it is what it is)."""
+
+
+def packaged_spaces() -> dict[str, Path]:
+    """The spaces that ship with autopeft, by name: ``search_spaces/*.yaml``, in the package as
+    ``autopeft/search_spaces`` (a link to the repository's folder, which setuptools packages as files)."""
+    folder = Path(__file__).resolve().parents[1] / "search_spaces"
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+
+
+def resolve_space_path(path: str | Path) -> Path:
+    """A space file, or the name of a packaged space (``default``, ``unified``, ``autopeft``, ``lora``); a path that
+    exists (a file called ``lora`` in the working folder) wins over the packaged space of that name."""
+    if Path(path).exists() or not _a_name(str(path)):
+        return Path(path)
+    return packaged_spaces().get(str(path), Path(path))
+
+
+def _a_name(text: str) -> bool:
+    return not any(sep in text for sep in ("/", "\\")) and not text.endswith((".yaml", ".yml"))
+
+
 def read_space_file(path: str | Path) -> SpaceSpec:
-    path = Path(path)
+    given, path = path, resolve_space_path(path)
+    if not path.exists() and _a_name(str(given)):
+        raise SpaceError(f"search space '{given}' is neither a file nor a packaged space "
+                         f"(packaged: {', '.join(packaged_spaces()) or 'none'})")
     if path.is_dir():
         raise SpaceError(f"search space file '{path}' is a folder, not a YAML file")
     if not path.is_file():

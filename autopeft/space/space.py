@@ -125,6 +125,7 @@ class SearchSpace:
         if placement == "shared":
             for layer in self.layers:
                 self._add(f"layer_{layer}", IntDistribution(0, 1))
+        self._check_rates()
         for module, spec in self.spec.modules.items():
             self._module_dimensions(module, spec, placement)
         for key, value in self.spec.training.items():
@@ -137,6 +138,26 @@ class SearchSpace:
                 value = getattr(self.spec.data, key)
                 if isinstance(value, Choice):
                     self._add(f"data.{key}", CategoricalDistribution(value.choices))
+
+    def _check_rates(self) -> None:
+        """``training.learning_rate`` (one rate for every parameter, as spaces had before per-module rates) does not
+        mix with per-module rates or their scale: which one a trial used would hang on a precedence nobody wrote."""
+        if "learning_rate" not in self.spec.training:
+            return
+        if "lr_scale" in self.spec.training:
+            raise self._error("training.lr_scale", "give training.learning_rate (one rate for every module) or "
+                                                   "training.lr_scale (a factor on each module type's rate), not both")
+        for module, spec in self.spec.modules.items():
+            if spec.lr is not None:
+                raise self._error(f"modules.{module}.lr", "training.learning_rate already sets one rate for every "
+                                                          "module; drop one of the two")
+
+    def _lr_range(self, module: str, spec: ModuleSpec) -> Range | None:
+        """The range a module's searched rate spans (``lr: prior``: its type's own, log scale); None: not searched."""
+        if spec.lr == "prior":
+            prior = get_module_type(module).learning_rate
+            return Range(low=prior.low, high=prior.high, log=True)
+        return spec.lr if isinstance(spec.lr, Range) else None
 
     def _module_dimensions(self, module: str, spec: ModuleSpec, placement: str) -> None:
         parent, parent_values = None, ()
@@ -160,6 +181,9 @@ class SearchSpace:
             if isinstance(values, Choice):
                 choices = [_targets_key(c) for c in values.choices] if option == "targets" else values.choices
                 self._add(f"{module}.{option}", CategoricalDistribution(choices), parent, parent_values)
+        lr = self._lr_range(module, spec)
+        if lr is not None:
+            self._add(f"{module}.lr", FloatDistribution(lr.low, lr.high, log=lr.log), parent, parent_values)
         for layer in self.layers:
             layer_parent, layer_values = parent, parent_values
             if placement == "per_module":
@@ -285,7 +309,9 @@ class SearchSpace:
         for option, default in kind.options.items():
             value = self._option(module, option, getattr(spec, option), params, default)
             options[option] = float(value) if isinstance(default, float) else value
-        return ModuleChoice(module, sizes, tuple(targets) if targets else (), options)
+        lr = params[f"{module}.lr"] if self._lr_range(module, spec) is not None else spec.lr
+        return ModuleChoice(module, sizes, tuple(targets) if targets else (), options,
+                            None if lr is None else float(lr))
 
     # ------------------------------------------------------------ summary
     def cardinality(self) -> float:

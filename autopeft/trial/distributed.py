@@ -101,6 +101,8 @@ def fill_deepspeed_config(config: dict, training, batch_size: int, world: int, t
     DeepSpeed wants train_batch_size == micro batch x ranks; the micro batch is the largest shard of
     np.array_split, the size DeepSpeed only uses for its bookkeeping here.
     """
+    from autopeft.trial.loop import warmup_steps  # loop imports this module
+
     config = copy.deepcopy(config)
     micro_batch = math.ceil(batch_size / world)
     config.update(train_micro_batch_size_per_gpu=micro_batch, train_batch_size=micro_batch * world,
@@ -115,7 +117,7 @@ def fill_deepspeed_config(config: dict, training, batch_size: int, world: int, t
         ("optimizer", "params", "weight_decay"): training.weight_decay,
         ("scheduler", "params", "warmup_min_lr"): 0.0,
         ("scheduler", "params", "warmup_max_lr"): training.learning_rate,
-        ("scheduler", "params", "warmup_num_steps"): int(training.warmup_ratio * total_steps),
+        ("scheduler", "params", "warmup_num_steps"): warmup_steps(training, total_steps),
         ("scheduler", "params", "total_num_steps"): max(total_steps, 1),
     }
     for (*parents, key), value in trial_values.items():
@@ -165,11 +167,13 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def deepspeed_engine(model: torch.nn.Module, config: dict, optimizer_factory: Callable, schedule: Callable):
-    """``deepspeed.initialize`` on the trainable parameters, with the trial's optimizer and schedule
-    unless the config has its own."""
+def deepspeed_engine(model: torch.nn.Module, config: dict, optimizer_factory: Callable, schedule: Callable,
+                     parameters: list | None = None):
+    """``deepspeed.initialize`` on the trainable parameters (or the given ``parameters``: Parameters or torch
+    parameter groups with their own rates), with the trial's optimizer and schedule unless the config has its own."""
     deepspeed = import_deepspeed()
-    parameters = [p for p in model.parameters() if p.requires_grad]
+    if parameters is None:
+        parameters = [p for p in model.parameters() if p.requires_grad]
     engine, *_ = deepspeed.initialize(
         model=model, model_parameters=parameters, config=config,
         optimizer=None if "optimizer" in config else optimizer_factory(parameters),

@@ -18,7 +18,9 @@ class TrialResult:
     total_params: int = 0
     train_examples: int = 0
     eval_examples: int = 0                # validation (+ test) examples scored
-    steps: int = 0
+    steps: int = 0                        # optimiser steps of the model's whole training, resumed ones included
+    resumed_steps: int = 0                # of those, done before: by the checkpoint this trial continued
+    resume_note: str | None = None        # why a checkpoint was neither continued nor written (DeepSpeed, ranks)
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     setup_seconds: float = 0.0            # copy of the base model + PEFT injection
@@ -32,6 +34,9 @@ class TrialResult:
     warmup_seconds: float = 0.0
     warmup_loss: float | None = None      # its last batch's loss
     input_blind_loss: float | None = None # eval loss of predicting without the input (data.input_blind_loss)
+    trivial_metric: float | None = None   # what ignoring the input scores on the same eval subset (data.TrivialScore)
+    trivial: bool = False                 # the trial did not beat trivial_metric by more than metric_stderr
+    metric_stderr: float | None = None    # the eval subset's standard error of the metric at the trivial score
 
     @property
     def ok(self) -> bool:

@@ -22,18 +22,21 @@ import torch
 
 from autopeft.data import (
     TaskData,
+    TrivialScore,
     collate,
     compute_metrics,
     exact_match,
     input_blind_loss,
     length_grouped_batches,
+    loss_trivial_score,
     tokenize_task,
+    trivial_score,
 )
 from autopeft.errors import AutopeftError
 from autopeft.models import BaseModel
 from autopeft.trial import distributed, loop
 from autopeft.trial.fidelity import Fidelity
-from autopeft.trial.loop import NonFiniteLoss, Shard, TrainingConfig
+from autopeft.trial.loop import CheckpointMismatch, NonFiniteLoss, Shard, TrainingConfig
 from autopeft.trial.memory import PeakMemory
 from autopeft.trial.result import DIVERGED, ERROR, NAN_LOSS, OOM, TrialResult
 from autopeft.trial.warmup import Warmup, lm_warmup
@@ -85,6 +88,7 @@ class TrialRunner:
         self.task = task
         self.device = torch.device(device) if device else distributed.default_device()
         self._input_blind_loss: float | None = None
+        self._trivial_scores: dict[tuple, TrivialScore] = {}   # per eval subset (see trivial_score)
 
     @property
     def input_blind_loss(self) -> float:
@@ -110,6 +114,9 @@ class TrialRunner:
         warmup: Warmup | None = None,
         evaluate_test: bool = False,
         save_dir: str | Path | None = None,
+        resume_from: str | Path | None = None,
+        checkpoint_to: str | Path | None = None,
+        parameter_groups: Callable[[torch.nn.Module], list[dict]] | None = None,
     ) -> TrialResult:
         """Train ``adapter`` and evaluate it; never raises for a failing trial.
 
@@ -119,6 +126,19 @@ class TrialRunner:
         ``save_dir`` receives the trained adapter (from
         rank 0; every rank must pass it, since gathering ZeRO-3 partitions is collective). A bad
         ``training.deepspeed`` raises AutopeftError: that is the user's input, not the trial.
+
+        ``resume_from`` (a folder :meth:`loop.TrainState.save` wrote, e.g. a lower step rung's ``checkpoint_to``)
+        continues that training: the adapter is built as always (same seed), its trainable parameters, AdamW's
+        state, the schedule and the RNG are loaded, and only the steps still missing are trained (none when the
+        checkpoint has as many; the warm-up is in the checkpoint already). The result is what training in one go
+        gives. A checkpoint of other parameters or of other training (seed, data, batch size, schedule) fails the
+        trial with the reason: it never silently trains from scratch. ``checkpoint_to`` receives the training
+        state once the trial has trained and converged. Plain torch in one process only: with DeepSpeed or
+        several ranks the trial trains from scratch and writes nothing, and ``result.resume_note`` says so.
+
+        ``parameter_groups`` (built model -> torch parameter groups ``{"params", "lr", "name"}``, e.g.
+        :func:`autopeft.builders.parameter_groups_for`) trains each group at its own rate (one per module type);
+        None: every trainable parameter at ``training.learning_rate``. The warm-up trains at one rate either way.
         """
         deepspeed_config = distributed.resolve_deepspeed_config(training.deepspeed) if training.deepspeed else None
         result = TrialResult()
@@ -128,15 +148,22 @@ class TrialRunner:
         try:
             with PeakMemory(self.device) as memory:
                 model = self._build(adapter, seed, result)
+                groups = parameter_groups(model) if parameter_groups is not None else None
                 subset = self._train_subset(fidelity, seed, train_indices)
-                if warmup is not None:
+                meta = self._checkpoint_meta(fidelity, seed, subset)
+                resume = self._resume_state(resume_from, checkpoint_to, meta, deepspeed_config is not None, result)
+                if warmup is not None and resume is None:
                     self._warmup(model, warmup, fidelity, seed, training, deepspeed_config is not None, result)
                 if deepspeed_config is not None:
-                    engine = self._deepspeed_engine(model, deepspeed_config, fidelity, len(subset), training)
-                self._train(model, engine, subset, fidelity, seed, training, result)
+                    engine = self._deepspeed_engine(model, deepspeed_config, fidelity, len(subset), training, groups)
+                run = self._train(model, engine, subset, fidelity, seed, training, result, resume, groups)
                 scorer = model if engine is None else engine
                 result.metrics = self._evaluate(model, scorer, "validation", fidelity, training, result)
                 self._check_converged(result)
+                if checkpoint_to is not None and run.state is not None and result.resume_note is None:
+                    run.state.meta = meta
+                    run.state.save(checkpoint_to)
+                self._mark_trivial(result, fidelity, training)
                 if evaluate_test and self.task.test is not None:
                     result.test_metrics = self._evaluate(model, scorer, "test", fidelity, training, result)
                 if save_dir is not None:
@@ -146,6 +173,8 @@ class TrialRunner:
             result.status, result.reason = exc.status, str(exc)
         except AdapterBuildError as exc:
             result.status, result.reason = ERROR, f"error: {exc}"
+        except CheckpointMismatch as exc:
+            result.status, result.reason = ERROR, f"error: cannot resume from checkpoint '{resume_from}': {exc}"
         except torch.OutOfMemoryError as exc:
             result.status, result.reason = OOM, str(exc).splitlines()[0]
         except Exception as exc:  # a bad point must end its trial, not the search
@@ -161,6 +190,35 @@ class TrialRunner:
         return result
 
     # ----------------------------------------------------------------- helpers
+    @staticmethod
+    def _checkpoint_meta(fidelity: Fidelity, seed: int, subset: np.ndarray) -> dict:
+        """What a training checkpoint's batches and schedule depend on: a run continues it only if they agree."""
+        import hashlib
+
+        return {"seed": seed, "batch_size": fidelity.batch_size, "max_length": fidelity.max_length,
+                "schedule_steps": fidelity.schedule_length(len(subset)),
+                "data": hashlib.sha1(np.asarray(subset, dtype=np.int64).tobytes()).hexdigest()[:16]}
+
+    @staticmethod
+    def _resume_state(resume_from, checkpoint_to, meta: dict, deepspeed: bool,
+                      result: TrialResult) -> loop.TrainState | None:
+        """The checkpoint to continue (None: train from scratch); one of other training raises CheckpointMismatch."""
+        if (resume_from is not None or checkpoint_to is not None) and (deepspeed or distributed.world_size() > 1):
+            # a DeepSpeed engine owns (and partitions) the optimizer state, and each rank has its own RNG: neither
+            # is in a TrainState, so such a trial trains from scratch and leaves no checkpoint
+            result.resume_note = ("trained from scratch and wrote no checkpoint: checkpoints need plain torch in one "
+                                  "process (not DeepSpeed or several ranks)")
+            return None
+        if resume_from is None:
+            return None
+        state = loop.TrainState.load(resume_from)
+        differs = sorted(k for k in meta if state.meta.get(k) != meta[k])
+        if differs:
+            raise CheckpointMismatch(f"it was trained with other {', '.join(differs)} "
+                                     f"({', '.join(f'{k}={state.meta.get(k)!r}' for k in differs)}; "
+                                     f"this trial: {', '.join(f'{k}={meta[k]!r}' for k in differs)})")
+        return state
+
     def _tokenized(self, fidelity: Fidelity):
         return tokenize_task(self.task, self.base.tokenizer, fidelity.max_length)
 
@@ -219,7 +277,8 @@ class TrialRunner:
         if warmup.objective == "task":
             record = TrialResult()
             indices = self._train_subset(fidelity, seed, np.asarray(warmup.train_indices))
-            self._train(model, None, indices, replace(fidelity, epochs=warmup.epochs, max_steps=None), seed,
+            self._train(model, None, indices, replace(fidelity, epochs=warmup.epochs, max_steps=None,
+                                                             step_fraction=None, schedule_steps=None), seed,
                         replace(training, learning_rate=learning_rate), record)
             result.warmup_steps, result.warmup_seconds = record.steps, record.train_seconds
             result.warmup_loss = record.final_train_loss
@@ -232,6 +291,37 @@ class TrialRunner:
             raise TrialDiverged(f"warm-up {exc}") from None
         result.warmup_steps, result.warmup_seconds, result.warmup_loss = (done["steps"], done["seconds"],
                                                                           done["final_loss"])
+
+    def trivial_score(self, fidelity: Fidelity = Fidelity(),
+                      training: TrainingConfig = TrainingConfig()) -> TrivialScore:
+        """What ignoring the input scores on the eval subset a trial at ``fidelity`` is scored on, computed once
+        per subset: the train split's majority class or mean (:func:`autopeft.data.trivial_score`); for a causal
+        LM, the base model's own eval loss before any training (one evaluation of the untouched base model)."""
+        key = (fidelity.eval_examples, fidelity.max_length)
+        if key not in self._trivial_scores:
+            split = self._tokenized(fidelity)["validation"]
+            indices = self.eval_subset(len(split), fidelity)
+            spec = self.task.spec
+            if spec.kind == "causal_lm":
+                model = self.base.fresh_copy(0).to(self.device)
+                try:
+                    metrics = self._evaluate(model, model, "validation", replace(fidelity, generation_examples=0),
+                                             training, TrialResult())
+                finally:
+                    del model
+                self._trivial_scores[key] = loss_trivial_score(metrics["eval_loss"], len(indices))
+            else:
+                self._trivial_scores[key] = trivial_score(spec, self.task.train[spec.label_column],
+                                                          split.labels[indices])
+        return self._trivial_scores[key]
+
+    def _mark_trivial(self, result: TrialResult, fidelity: Fidelity, training: TrainingConfig) -> None:
+        """Whether the trial beat ignoring its input by more than the eval subset's standard error
+        (:class:`autopeft.data.TrivialScore`); a causal LM must end below its base model's eval loss."""
+        trivial = self.trivial_score(fidelity, training)
+        score = result.metrics.get(trivial.metric)
+        result.trivial_metric, result.metric_stderr = trivial.value, trivial.stderr
+        result.trivial = score is not None and trivial.is_trivial(score)
 
     def _check_converged(self, result: TrialResult) -> None:
         """A non-finite eval loss, or one far above the input-blind predictor's, is divergence, not a result.
@@ -251,19 +341,22 @@ class TrialRunner:
     def _batch_to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
-    def _deepspeed_engine(self, model, config: dict, fidelity: Fidelity, train_size: int, training: TrainingConfig):
-        """DeepSpeed over the trainable parameters, in a process group made first when there is none."""
+    def _deepspeed_engine(self, model, config: dict, fidelity: Fidelity, train_size: int, training: TrainingConfig,
+                          groups: list[dict] | None = None):
+        """DeepSpeed over the trainable parameters (in ``groups`` at their own rates, unless the config has its own
+        optimizer or scheduler: DeepSpeed's then set one rate), in a process group made first when there is none."""
         distributed.init_deepspeed_process_group()
-        total_steps = fidelity.num_steps(train_size)
+        total_steps = fidelity.schedule_length(train_size)  # a step rung stops early in the full schedule
         config = distributed.fill_deepspeed_config(config, training, fidelity.batch_size, distributed.world_size(),
                                                    total_steps)
         return distributed.deepspeed_engine(
             model, config, lambda parameters: loop.adamw(parameters, training),
-            lambda optimizer: loop.linear_schedule(optimizer, training, total_steps),
+            lambda optimizer: loop.linear_schedule(optimizer, training, total_steps), parameters=groups,
         )
 
     def _train(self, model, engine, subset, fidelity: Fidelity, seed: int, training: TrainingConfig,
-               result: TrialResult):
+               result: TrialResult, resume: loop.TrainState | None = None,
+               groups: list[dict] | None = None) -> loop.TrainingRun:
         """Plain, DistributedDataParallel when torch.distributed has several ranks, or through a DeepSpeed engine.
 
         With several ranks each takes its contiguous shard of every global batch (``fidelity.batch_size``)
@@ -284,13 +377,15 @@ class TrialRunner:
         try:
             run = loop.train(model, task_loss, split.lengths[subset], training=training,
                              batch_size=fidelity.batch_size, total_steps=fidelity.num_steps(len(subset)), seed=seed,
-                             device=self.device, engine=engine)
+                             device=self.device, engine=engine, parameters=groups,
+                             schedule_steps=fidelity.schedule_length(len(subset)), resume=resume)
         except NonFiniteLoss as exc:
             raise TrialDiverged(f"training {exc}") from None
         result.train_seconds = run.seconds
-        result.steps, result.train_examples = run.steps, len(subset)
+        result.steps, result.resumed_steps, result.train_examples = run.steps, run.resumed_steps, len(subset)
         result.train_examples_per_second = run.examples / max(run.seconds, 1e-9)
         result.final_train_loss = run.final_loss
+        return run
 
     @staticmethod
     def _loss_weight(split, rows: np.ndarray) -> int:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 
 from autopeft.errors import AutopeftError
+from autopeft.search.feasibility import infeasible_reason
 from autopeft.search.objectives import Objective
 from autopeft.space import SearchSpace
 
@@ -39,6 +40,13 @@ class SamplerContext:
     max_params: int | None
     model_params: int                               # scale for normalising parameter counts
     expected_trials: int | None = None
+    unavailable: Mapping[str, str] = field(default_factory=dict)   # module types the search cannot build -> why
+
+    def infeasible(self, params: dict[str, Any]) -> str | None:
+        """Why a point cannot train (None: it can): every module off, over ``max_params``, an unavailable module.
+        The engine judges its trials by the same rule (:func:`autopeft.search.feasibility.infeasible_reason`)."""
+        return infeasible_reason(self.space.decode(params), self.count_params(params), self.max_params,
+                                 self.unavailable)
 
 
 def botorch_available() -> bool:

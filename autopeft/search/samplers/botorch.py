@@ -9,8 +9,12 @@ decompositions per posterior sample grow with the observed front (20-40 s per su
 50-100 trials on 2 busy CPU cores, against milliseconds for the closed form).
 
 Candidates are drawn from the full conditional space (random points plus one-parameter mutations
-of the current front), with points over ``--max-params`` and points already tried removed before
-the acquisition sees them, so this sampler never proposes a point the search would reject. The
+of the current front), with points that cannot train (every module off, over ``--max-params``, a
+module the search cannot build: :meth:`SamplerContext.infeasible`) and points already tried removed
+before the acquisition sees them, so this sampler never proposes a point the search would reject.
+Without that filter the acquisition loves the empty point (0 parameters is the best possible size,
+and an all-off point with a new learning rate is "new"): on the unified space 37 of 43 proposals
+were empty. Trials told infeasible are no data for the GP, only points never to propose again. The
 chosen point is handed to Optuna through ``sample_independent``.
 """
 from __future__ import annotations
@@ -26,6 +30,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 
 from autopeft._imports import optional_dependency
+from autopeft.search import records as R
 from autopeft.search.objectives import PARAMS
 from autopeft.search.pareto import reference_point
 
@@ -147,7 +152,7 @@ class KnownCostBoTorchSampler(optuna.samplers.BaseSampler):
     def _distinct_finished(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
         seen, finished = set(), []
         for trial in trials:
-            if trial.state != TrialState.COMPLETE or trial.values is None:
+            if trial.state != TrialState.COMPLETE or trial.values is None or trial.user_attrs.get(R.INFEASIBLE):
                 continue
             key = self._key(trial.params)
             if key not in seen and all(math.isfinite(v) for v in trial.values):
@@ -167,7 +172,7 @@ class KnownCostBoTorchSampler(optuna.samplers.BaseSampler):
             if key in keys:
                 continue
             keys.add(key)
-            if self.context.max_params is not None and self.context.count_params(params) > self.context.max_params:
+            if self.context.infeasible(params) is not None:
                 continue
             chosen.append(params)
         return chosen

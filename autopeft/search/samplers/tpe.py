@@ -6,6 +6,8 @@ import warnings
 
 import optuna
 
+from autopeft.search.feasibility import violation
+
 DESCRIPTION = "Tree-structured Parzen estimator (Optuna, multivariate, grouped for conditional spaces)"
 
 
@@ -13,5 +15,5 @@ def create(context) -> optuna.samplers.BaseSampler:
     with warnings.catch_warnings():  # multivariate/group are "experimental" in Optuna, and what conditional spaces need
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(
-            seed=context.seed, multivariate=True, group=True, n_startup_trials=5,
+            seed=context.seed, multivariate=True, group=True, n_startup_trials=5, constraints_func=violation,
         )
