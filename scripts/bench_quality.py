@@ -57,7 +57,7 @@ PRESETS = {  # search_fidelity (train examples, length, eval examples, batch): b
     "medium": dict(tasks="sst2,rte,trec", methods="full,lora,pfeiffer,autopeft",
                    train_examples="sst2=3000,rte=all,trec=3000", epochs=2.0, max_length=0, eval_examples=500,
                    batch_size=16, seeds=3, budgets="lora,1", search_trials=0, search_fidelity=None,
-                   full_ft_lrs="2e-5,5e-5,1e-4"),
+                   full_ft_lrs="2e-5,5e-5,1e-4", default_search=True),
 }
 YES_NO = {True: "yes", False: "no", None: "–"}
 LABELS = {"full": "full fine-tuning", "ia3": "IA3 (key, value, FFN out)", "bitfit": "BitFit (all biases)"}
@@ -172,7 +172,8 @@ def autopeft_points(run_dirs: list[Path], budgets: list[float], model_params: in
                                    "from": f"{run_dir} {entry['trial']}", "description": entry["description"]}
     chosen = []
     for budget in budgets:
-        inside = [c for c in candidates.values() if c["params"] <= budget / 100 * model_params]
+        # + 0.5: a budget given as a count (LoRA r8's) reaches here as a share of the model, rounded
+        inside = [c for c in candidates.values() if c["params"] <= budget / 100 * model_params + 0.5]
         if inside:
             best = max(inside, key=lambda c: c["search_metric"])
             chosen.append({**best, "budget_percent": budget, "peft_point": PeftPoint.from_dict(best["point"])})
@@ -201,7 +202,7 @@ def run_task(args, task: str, from_runs: list[Path]) -> tuple[list[dict], list[d
     made = hand_made(base.config)
     entries = [(m, *made[m]) for m in methods if m not in ("full", "autopeft")]
     picked, searches = [], []
-    if "autopeft" in methods and args.size == "medium":
+    if "autopeft" in methods and args.default_search:
         from autopeft.space import count_trainable_params
 
         for budget in C.csv(args.budgets):
@@ -303,17 +304,21 @@ def verdicts(summary: list[dict]) -> list[dict]:
 
 
 def markdown(args, data: dict) -> list[str]:
-    caps = C.per_task(args.train_examples, C.csv(args.tasks))
+    shown = [t for t in C.TASKS if any(r["task"] == t for r in data["summary"])] or C.csv(args.tasks)  # merged too
+    caps = C.per_task(args.train_examples, shown)
     sizes = ", ".join(f"{t} {n if n else 'whole train split'}" for t, n in caps.items())
     lengths = args.max_length or "per task (" + ", ".join(f"{t} {C.TASKS[t][1]}" for t in caps) + ")"
     lines = ["# Quality vs hand-made PEFT (MiniLM)", "",
              f"Training: {sizes} examples × {args.epochs:g} epoch(s), length {lengths}, "
-             f"batch {args.batch_size}, lr {args.lr} (PEFT) / {args.full_ft_lr} (full fine-tuning); "
+             f"batch {args.batch_size}, lr {args.lr or 'of each module type (autopeft/modules/)'} (PEFT) / "
+             + (f"{args.full_ft_lr} (full fine-tuning); " if not args.full_ft_lrs
+                else "the best of a sweep over " + args.full_ft_lrs + " (full fine-tuning, below); ")
+             +
              f"{args.eval_examples or 'all'} evaluation examples per split; seeds 0..{args.seeds - 1}. "
              "Metric: the reported split (GLUE dev, TREC test), mean ± std over seeds. Params: trainable parameters "
              "without the task head, and their share of the base model. autopeft rows: the best exported Pareto point "
              f"of the search runs within the budget ({data['autopeft_source']}), retrained here.", ""]
-    for task in C.csv(args.tasks):
+    for task in shown:
         rows = [r for r in data["summary"] if r["task"] == task]
         if not rows:
             continue
@@ -384,6 +389,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--from-run", type=Path, nargs="+", default=[], help="search run folders to take autopeft from")
     parser.add_argument("--search-trials", type=int, help="trials of the search run when no --from-run fits a task "
                                                           "(0: no autopeft rows then)")
+    parser.add_argument("--default-search", action="store_true", default=None,
+                        help="autopeft rows from one search per budget with autopeft search's defaults (size medium)")
     parser.add_argument("--runs", type=Path, help="folder for that search (default runs/bench-<size>/quality)")
     args = C.parse_args(parser, PRESETS, argv, "quality")
     if args.lr is None and args.size != "medium":
@@ -398,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
         sweeps += extra["full_ft_sweep"]
         searches += extra["searches"]
         lora_walls.append({"task": task, "lora_r8_wall_s": extra["lora_r8_wall_s"], "full_ft_lr": extra["full_ft_lr"]})
-    if args.size == "medium":
+    if args.default_search:
         source = "one search per budget made by this script with autopeft search's defaults"
     elif args.from_run:
         source = "runs " + ", ".join(f"`{r}`" for r in args.from_run)

@@ -98,6 +98,27 @@ def test_fidelity(out):
     assert "Spearman" in markdown
 
 
+def test_fidelity_over_the_searchs_step_rungs(out):
+    """Medium's design at toy size: each point continued rung by rung, evaluated at each."""
+    data, markdown = run("fidelity", out, "--rungs", "0.25,0.5", "--space", "default", "--points", "2",
+                         "--full-train-examples", "64")
+    (task,) = data["tasks"]
+    assert [len(p["rungs"]) for p in task["points"]] == [3, 3]
+    for point in task["points"]:
+        steps = [r["steps"] for r in point["rungs"]]
+        assert steps == sorted(steps) and [r["resumed_steps"] for r in point["rungs"]] == [0, *steps[:-1]]
+    assert [a["fraction"] for a in task["agreement"]] == [0.25, 0.5] and "Rung agreement" in markdown
+
+
+def test_quality_from_default_searches(out, tmp_path):
+    """Medium's design at toy size: one default search per budget (LoRA r8's count), its cost vs LoRA r8."""
+    data, markdown = run("quality", out, "--methods", "lora,autopeft", "--default-search", "--budgets", "lora",
+                         "--search-trials", "3", "--runs", str(tmp_path / "runs"))
+    (search,) = data["searches"]
+    assert search["budget"] == 73_728 and search["cost_vs_lora_r8"] > 0 and search["trivial_on_front"] == 0
+    assert "The searches behind the autopeft rows" in markdown
+
+
 def test_overhead(out):
     data, markdown = run("overhead", out)
     trials = data["search"]["trials"]
