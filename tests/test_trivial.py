@@ -138,15 +138,18 @@ def test_trivial_trials_are_never_promoted_and_never_on_a_front():
 
 
 def test_rung_agreement_and_the_lowest_rung_decision():
-    lower = [record(i, 0.6 + 0.01 * i, 100 * (i + 1)) for i in range(5)]
-    same = [record(i, 0.7 + 0.02 * i, 100 * (i + 1), rung=1) for i in range(5)]
-    reversed_ = [record(i, 0.9 - 0.02 * i, 100 * (i + 1), rung=1) for i in range(5)]
+    lower = [record(i, 0.6 + 0.01 * i, 100 * (i + 1)) for i in range(6)]
+    same = [record(i, 0.6 + 0.05 * i, 100 * (i + 1), rung=1) for i in range(6)]         # spread 0.25 > 2 x 0.05
+    reversed_ = [record(i, 0.9 - 0.05 * i, 100 * (i + 1), rung=1) for i in range(6)]
+    close = [record(i, 0.9 - 0.015 * i, 100 * (i + 1), rung=1) for i in range(6)]      # spread 0.075 < 2 x 0.05
     (agree,) = rung_agreements({"rung-0": lower, "rung-1": same}, "accuracy")
-    assert agree.rho == pytest.approx(1.0) and agree.n == 5 and not agree.low
+    assert agree.rho == pytest.approx(1.0) and agree.n == 6 and not agree.low
     (disagree,) = rung_agreements({"rung-0": lower, "rung-1": reversed_}, "accuracy")
     assert disagree.rho == pytest.approx(-1.0) and disagree.low
-    flat = [record(i, 0.6, 100 * (i + 1)) for i in range(3)]
-    (undefined,) = rung_agreements({"rung-0": flat, "rung-1": same[:3]}, "accuracy")
+    (noise,) = rung_agreements({"rung-0": lower, "rung-1": close}, "accuracy")
+    assert noise.rho == pytest.approx(-1.0) and noise.within_noise and not noise.low   # an order within noise
+    flat = [record(i, 0.6, 100 * (i + 1)) for i in range(0, 6, 2)]
+    (undefined,) = rung_agreements({"rung-0": flat, "rung-1": same[::2]}, "accuracy")
     assert undefined.rho is None and undefined.low   # undefined over 3 points is warned about
 
     baselines = [record(10 + i, 0.6, 100, trivial=i < 2, origin=f"baseline:b{i}") for i in range(3)]
@@ -155,9 +158,12 @@ def test_rung_agreement_and_the_lowest_rung_decision():
     assert raise_first_rung({0: baselines, 1: [], 2: [], 3: []}, 0, 4, True, "accuracy") is None  # still pending
     assert raise_first_rung({0: baselines[1:], 1: [], 2: [], 3: []}, 0, 4, False, "accuracy") is None  # half
     assert raise_first_rung({0: baselines[2:], 1: [], 2: [], 3: []}, 0, 4, False, "accuracy") is None
-    # low agreement over >= 4 configurations trained at both rungs raises it too; never past the second-to-last
-    assert "Spearman rho -1.00 over 5" in raise_first_rung({0: lower, 1: reversed_, 2: [], 3: []}, 0, 4, False,
+    # low agreement over >= 6 configurations trained at both rungs raises it too, unless it is within noise or over
+    # fewer points; never past the second-to-last rung
+    assert "Spearman rho -1.00 over 6" in raise_first_rung({0: lower, 1: reversed_, 2: [], 3: []}, 0, 4, False,
                                                            "accuracy").reason
+    assert raise_first_rung({0: lower, 1: reversed_[:5], 2: [], 3: []}, 0, 4, False, "accuracy") is None
+    assert raise_first_rung({0: lower, 1: close, 2: [], 3: []}, 0, 4, False, "accuracy") is None
     assert raise_first_rung({0: lower, 1: same, 2: [], 3: []}, 0, 4, False, "accuracy") is None
     assert raise_first_rung({2: baselines, 3: []}, 2, 4, False, "accuracy") is None
 
@@ -249,7 +255,7 @@ def test_summary_and_study_give_rung_agreement_and_warn_when_low(tmp_path):
     from autopeft.search.run import RunInfo
 
     lower = [record(i, 0.6 + 0.01 * i, 100 * (i + 1)) for i in range(5)]
-    upper = [record(i, 0.9 - 0.02 * i, 100 * (i + 1), rung=1) for i in range(5)]
+    upper = [record(i, 0.9 - 0.05 * i, 100 * (i + 1), rung=1) for i in range(5)]   # spread 0.2 > 2 x 0.05
     trivial = record(9, 0.6, 10, trivial=True)
     info = RunInfo(tmp_path, "s", "sqlite://", False, True, OBJECTIVES, "accuracy", 2, {"fidelity": "auto"})
     stages = {"rung-0": lower + [trivial], "rung-1": upper}

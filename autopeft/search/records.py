@@ -186,37 +186,50 @@ def search_front(stages: dict[str, list[TrialRecord]],
 @dataclass(frozen=True)
 class RungAgreement:
     """Spearman rho of the task metric between two consecutive rungs, over the ``n`` points trained at both
-    (the promoted ones); None where it is undefined (fewer than 2 points, or a constant side)."""
+    (the promoted ones); None where it is undefined (fewer than 2 points, or a constant side). ``within_noise``:
+    the upper rung's metrics of those points lie within two standard errors of each other (the eval subset's,
+    recorded with each result), so their order there is noise and no rho could agree with it."""
 
     lower: int
     upper: int
     rho: float | None
     n: int
+    within_noise: bool = False
 
     @property
     def low(self) -> bool:
-        """Worth a warning: below :data:`LOW_AGREEMENT`, or undefined over 3 or more points."""
+        """Worth a warning: below :data:`LOW_AGREEMENT`, or undefined over 3 or more points, unless the upper rung
+        does not tell the points apart beyond noise."""
+        if self.within_noise:
+            return False
         return (self.rho is None and self.n >= 3) or (self.rho is not None and self.rho < LOW_AGREEMENT)
 
     def describe(self) -> str:
         rho = "undefined" if self.rho is None else f"{self.rho:.2f}"
-        return f"rung {self.lower} -> {self.upper}: Spearman rho {rho} over {self.n} configurations"
+        noise = " (the upper rung's metrics within 2 standard errors of each other)" if self.within_noise else ""
+        return f"rung {self.lower} -> {self.upper}: Spearman rho {rho} over {self.n} configurations{noise}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lower": self.lower, "upper": self.upper, "rho": self.rho, "n": self.n}
+        return {"lower": self.lower, "upper": self.upper, "rho": self.rho, "n": self.n,
+                "within_noise": self.within_noise}
 
 
 def agreement(lower: list[TrialRecord], upper: list[TrialRecord], metric: str, lower_rung: int) -> RungAgreement:
     """How the task metric of the points trained at both rungs ranks at each (trivial ones included)."""
     below = {r.key: r.values[metric] for r in distinct_complete(lower)}
-    pairs = [(below[r.key], r.values[metric]) for r in distinct_complete(upper) if r.key in below]
+    both = [r for r in distinct_complete(upper) if r.key in below]
+    pairs = [(below[r.key], r.values[metric]) for r in both]
     rho = None
+    within_noise = False
     if len(pairs) >= 2:
         x, y = np.array(pairs).T
         if np.ptp(x) > 0 and np.ptp(y) > 0:
             value = float(stats.spearmanr(x, y)[0])
             rho = value if math.isfinite(value) else None
-    return RungAgreement(lower_rung, lower_rung + 1, rho, len(pairs))
+        errors = [(r.attrs.get(RESULT) or {}).get(METRIC_STDERR) for r in both]
+        errors = [e for e in errors if e is not None]
+        within_noise = bool(errors) and float(np.ptp(y)) <= 2 * max(errors)
+    return RungAgreement(lower_rung, lower_rung + 1, rho, len(pairs), within_noise)
 
 
 def rung_agreements(stages: dict[str, list[TrialRecord]], metric: str) -> list[RungAgreement]:
