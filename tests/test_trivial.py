@@ -164,6 +164,13 @@ def test_rung_agreement_and_the_lowest_rung_decision():
                                                            "accuracy").reason
     assert raise_first_rung({0: lower, 1: reversed_[:5], 2: [], 3: []}, 0, 4, False, "accuracy") is None
     assert raise_first_rung({0: lower, 1: close, 2: [], 3: []}, 0, 4, False, "accuracy") is None
+    # a low rho that could be chance (a search on SST-2: -0.17 over 6 promoted points, p 0.74) is warned, not acted on
+    seen_low = [record(i, x, 100 * (i + 1)) for i, x in enumerate([0.61, 0.818, 0.824, 0.756, 0.786, 0.818])]
+    seen_up = [record(i, x, 100 * (i + 1), rung=1) for i, x in enumerate([0.846, 0.85, 0.826, 0.868, 0.794, 0.86])]
+    (chance,) = rung_agreements({"rung-0": seen_low, "rung-1": [
+        TrialRecord(r.stage, r.number, r.state, r.params, r.values, {**r.attrs, R.RESULT: {R.METRIC_STDERR: 0.016}})
+        for r in seen_up]}, "accuracy")
+    assert chance.rho == pytest.approx(-0.174, abs=1e-3) and chance.low and not chance.surely_low
     assert raise_first_rung({0: lower, 1: same, 2: [], 3: []}, 0, 4, False, "accuracy") is None
     assert raise_first_rung({2: baselines, 3: []}, 2, 4, False, "accuracy") is None
 

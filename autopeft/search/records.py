@@ -204,6 +204,24 @@ class RungAgreement:
             return False
         return (self.rho is None and self.n >= 3) or (self.rho is not None and self.rho < LOW_AGREEMENT)
 
+    @property
+    def rho_upper(self) -> float | None:
+        """One-sided 95 % upper confidence bound of rho (Fisher z, Fieller et al.'s standard error for Spearman's
+        rho, sqrt(1.06 / (n - 3))); None with fewer than 4 points or no rho."""
+        if self.rho is None or self.n < 4:
+            return None
+        z = math.atanh(max(min(self.rho, 0.999999), -0.999999)) + 1.645 * math.sqrt(1.06 / (self.n - 3))
+        return math.tanh(z)
+
+    @property
+    def surely_low(self) -> bool:
+        """Low beyond doubt: even the upper confidence bound of rho is below :data:`LOW_AGREEMENT` (and the upper
+        rung tells the points apart). Promoted points are the top of their lower rung, close to each other, so their
+        rho is low by selection alone: over 6 such points on SST-2 it was -0.17 (p 0.74) where 20 random points
+        ranked 0.71 between the same rungs (benchmarks/medium/fidelity.md)."""
+        upper = self.rho_upper
+        return not self.within_noise and upper is not None and upper < LOW_AGREEMENT
+
     def describe(self) -> str:
         rho = "undefined" if self.rho is None else f"{self.rho:.2f}"
         noise = " (the upper rung's metrics within 2 standard errors of each other)" if self.within_noise else ""

@@ -141,8 +141,9 @@ def raise_first_rung(finished: Mapping[int, Iterable[TrialRecord]], first_rung: 
     Up when, at ``first_rung``, most (more than half) of the baselines that finished there scored at or below
     the trivial score (judged once none is ``baselines_pending``: queued or running there), or when the task
     metric of at least :data:`MIN_AGREEMENT_POINTS` configurations trained at both ``first_rung`` and the next
-    rung ranks poorly across them (Spearman rho below :data:`~autopeft.search.records.LOW_AGREEMENT`, or
-    undefined) while the next rung tells them apart beyond noise (``RungAgreement.within_noise``). Never past
+    rung ranks poorly across them beyond doubt (``RungAgreement.surely_low``: even the upper confidence bound of
+    Spearman's rho is below :data:`~autopeft.search.records.LOW_AGREEMENT`, and the next rung tells them apart
+    beyond noise); a merely low rho is warned about at the end of the search. Never past
     the second-to-last rung: the last one is the full fidelity.
     """
     if first_rung >= rungs - 2:
@@ -156,7 +157,7 @@ def raise_first_rung(finished: Mapping[int, Iterable[TrialRecord]], first_rung: 
         return RungRaise(first_rung + 1, f"{len(trivial)} of {len(baselines)} baselines at rung {first_rung} scored "
                                          f"at or below the trivial score{at}: the rung is too low to rank them")
     above = agreement(list(finished[first_rung]), list(finished[first_rung + 1]), metric, first_rung)
-    if above.n >= MIN_AGREEMENT_POINTS and above.low:
+    if above.n >= MIN_AGREEMENT_POINTS and above.surely_low:
         return RungRaise(first_rung + 1, f"{above.describe()}: rung {first_rung} does not rank like rung "
                                          f"{first_rung + 1}")
     return None
