@@ -332,7 +332,9 @@ def markdown(args, data: dict) -> list[str]:
         for pick in data["autopeft"]:
             if pick["task"] == task:
                 source = f" (search metric {pick['search_metric']:.4f}: `{pick['from']}`)" if pick["from"] else ""
-                lines.append(f"- autopeft ≤{pick['budget_percent']:g} %: {pick['description']}{source}")
+                name = (f"autopeft ≤ {pick['budget_label']}" if pick.get("budget_label")
+                        else f"autopeft ≤{pick['budget_percent']:g} %")
+                lines.append(f"- {name}: {pick['description']}{source}")
         lines.append("")
     if data.get("full_ft_sweep"):
         lines += ["## Full fine-tuning: learning-rate sweep (seed 0, validation)", ""]
