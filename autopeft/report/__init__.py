@@ -274,7 +274,9 @@ def _agreement_lines(results: RunResults, metric: str) -> list[str]:
     if not agreements:
         return []
     lines = ["", "## Rung agreement", "",
-             f"Spearman rho of {metric} between consecutive rungs, over the configurations trained at both:", ""]
+             f"Spearman rho of {metric} between consecutive rungs, over the configurations trained at both (the "
+             "promoted ones: the top of their rung, so a rho near 0 can come from selection alone; `--fidelity auto` "
+             "raises its lowest rung only when rho is low beyond doubt):", ""]
     for agreement in agreements:
         warning = (f" — **warning: below {R.LOW_AGREEMENT}: the lower rung ranks configurations unlike the higher "
                    "one**") if agreement.low else ""
