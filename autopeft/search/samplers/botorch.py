@@ -33,6 +33,7 @@ from autopeft._imports import optional_dependency
 from autopeft.search import records as R
 from autopeft.search.objectives import PARAMS
 from autopeft.search.pareto import reference_point
+from autopeft.search.samplers._whole_point import WholePointSampler
 
 DESCRIPTION = ("BoTorch GP on the measured objectives + exact parameter count, "
                "expected hypervolume improvement (default)")
@@ -95,44 +96,23 @@ def _unit(dist: BaseDistribution, value) -> float:
     return (float(value) - low) / (high - low)
 
 
-class KnownCostBoTorchSampler(optuna.samplers.BaseSampler):
+class KnownCostBoTorchSampler(WholePointSampler):
     def __init__(self, context):
+        super().__init__(context.seed)
         self.context = context
         self.space = context.space
         scale = math.log10(max(context.max_params or context.model_params, 10) + 1)
         self.encoder = PointEncoder(context.space, scale)
-        self._fallback = optuna.samplers.RandomSampler(seed=context.seed)
-        self._planned: dict[int, dict[str, Any]] = {}
         self._rng = np.random.default_rng(context.seed)
         self._gp_state: dict[int, tuple[dict, int]] = {}   # objective index -> (fitted hyperparameters, on n points)
 
     # ------------------------------------------------------------ Optuna API
-    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
-        return {}
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.system_attrs.get("fixed_params"):
-            return  # an enqueued point (baseline, quasi-random, promotion)
-        self._planned[trial.number] = self._propose(study)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        planned = self._planned.get(trial.number, {})
-        if param_name in planned:
-            return planned[param_name]
-        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        self._planned.pop(trial.number, None)
-
     # -------------------------------------------------------------- proposal
     def _key(self, params: dict[str, Any]) -> str:
         """Identity of the decoded point: parameter sets that build the same adapter are one point."""
         return json.dumps(self.space.decode(params).to_dict(), sort_keys=True, default=str)
 
-    def _propose(self, study: optuna.Study) -> dict[str, Any]:
+    def _plan(self, study: optuna.Study) -> dict[str, Any]:
         trials = study.get_trials(deepcopy=False)
         tried = {self._key(t.params) for t in trials if t.params}
         finished = self._distinct_finished(trials)

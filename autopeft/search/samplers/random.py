@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial
+
+from autopeft.search.samplers._whole_point import WholePointSampler
 
 DESCRIPTION = "uniform random search over the points that can train"
 DRAWS = 2000   # whole points drawn before giving up on a new feasible one (the engine then rejects or dedupes)
@@ -23,39 +24,16 @@ def create(context) -> optuna.samplers.BaseSampler:
     return FeasibleRandomSampler(context)
 
 
-class FeasibleRandomSampler(optuna.samplers.BaseSampler):
+class FeasibleRandomSampler(WholePointSampler):
     def __init__(self, context):
+        super().__init__(context.seed)
         self.context = context
         self._rng = np.random.default_rng(context.seed)
-        self._fallback = optuna.samplers.RandomSampler(seed=context.seed)
-        self._planned: dict[int, dict[str, Any]] = {}
-
-    def infer_relative_search_space(self, study, trial):
-        return {}
-
-    def sample_relative(self, study, trial, search_space):
-        return {}
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.system_attrs.get("fixed_params"):
-            return  # an enqueued point (baseline, quasi-random, promotion)
-        planned = self._draw(study)
-        if planned is not None:
-            self._planned[trial.number] = planned
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        planned = self._planned.get(trial.number, {})
-        if param_name in planned:
-            return planned[param_name]
-        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        self._planned.pop(trial.number, None)
 
     def _key(self, params: dict[str, Any]) -> str:
         return json.dumps(self.context.space.decode(params).to_dict(), sort_keys=True, default=str)
 
-    def _draw(self, study: optuna.Study) -> dict[str, Any] | None:
+    def _plan(self, study: optuna.Study) -> dict[str, Any] | None:
         space = self.context.space
         tried = {self._key(t.params) for t in study.get_trials(deepcopy=False) if t.params}
         for _ in range(DRAWS):
