@@ -183,6 +183,41 @@ def autopeft_points(run_dirs: list[Path], budgets: list[float], model_params: in
     return chosen
 
 
+REUSABLE = ("full", "pfeiffer")   # methods whose rows a change to search or LoRA cannot move
+SAME_TRAINING = ("train_examples", "epochs", "max_length", "eval_examples", "batch_size", "seeds", "full_ft_lrs",
+                 "full_ft_lr", "lr")
+
+
+def reused_rows(args, task: str) -> tuple[list[dict], dict]:
+    """The rows of ``--reuse`` methods for ``task`` from the earlier ``OUT/quality.json`` (and, when full fine-tuning
+    is reused, its learning-rate sweep): a re-run after a change that cannot move them (a new LoRA rate, a search
+    default) retrains only what it can change. Refused unless the earlier run trained exactly as this one would."""
+    methods = C.csv(args.reuse) if args.reuse else []
+    if not methods:
+        return [], {}
+    unknown = set(methods) - set(REUSABLE)
+    if unknown:
+        raise SystemExit(f"--reuse: {sorted(unknown)} cannot be reused (only {', '.join(REUSABLE)})")
+    path = args.out / "quality.json"
+    if not path.is_file():
+        raise SystemExit(f"--reuse: no earlier {path} to take rows from")
+    earlier = json.loads(path.read_text())
+    differs = [k for k in SAME_TRAINING if earlier.get("settings", {}).get(k) != getattr(args, k, None)]
+    if earlier.get("size") != args.size or differs:
+        raise SystemExit(f"--reuse: {path} was trained differently ({', '.join(differs) or 'size'}); run without it")
+    commit = earlier.get("machine", {}).get("commit") or f"an earlier run ({path.name})"
+    rows = [{**r, "reused_from": r.get("reused_from", commit)} for r in earlier.get("rows", [])
+            if r["task"] == task and r["method"] in methods]
+    missing = [m for m in methods if len([r for r in rows if r["method"] == m]) != args.seeds]
+    if missing:
+        raise SystemExit(f"--reuse: {path} lacks {task}'s {', '.join(missing)} rows for {args.seeds} seeds")
+    extra = {}
+    if "full" in methods:
+        extra["full_ft_sweep"] = [x for x in earlier.get("full_ft_sweep", []) if x["task"] == task]
+        extra["full_ft_lr"] = next(x["full_ft_lr"] for x in earlier.get("per_task", []) if x["task"] == task)
+    return rows, extra
+
+
 def run_task(args, task: str, from_runs: list[Path]) -> tuple[list[dict], list[dict]]:
     from bench_trial import full_finetuning
 
@@ -199,8 +234,10 @@ def run_task(args, task: str, from_runs: list[Path]) -> tuple[list[dict], list[d
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise SystemExit(f"unknown method(s) {sorted(unknown)} (choose from: {', '.join(METHODS)})")
+    reused, earlier = reused_rows(args, task)
+    reused_methods = {r["method"] for r in reused}
     made = hand_made(base.config)
-    entries = [(m, *made[m]) for m in methods if m not in ("full", "autopeft")]
+    entries = [(m, *made[m]) for m in methods if m not in ("full", "autopeft", *reused_methods)]
     picked, searches = [], []
     if "autopeft" in methods and args.default_search:
         from autopeft.space import count_trainable_params
@@ -226,8 +263,8 @@ def run_task(args, task: str, from_runs: list[Path]) -> tuple[list[dict], list[d
                     if p["peft_point"] is not None]
     needs_heads = any(m.type == "lofit" for _, _, point in entries for m in point.modules.values())
     evaluator = C.runner_evaluator(base, data, args.lr, fidelity.max_length if needs_heads else None)
-    full_ft_lr, sweep = args.full_ft_lr, []
-    if "full" in methods and getattr(args, "full_ft_lrs", None):
+    full_ft_lr, sweep = earlier.get("full_ft_lr", args.full_ft_lr), earlier.get("full_ft_sweep", [])
+    if "full" in methods and "full" not in reused_methods and getattr(args, "full_ft_lrs", None):
         for lr in (float(x) for x in C.csv(args.full_ft_lrs)):
             result = evaluator.runner.run(full_finetuning, fidelity, 0, TrainingConfig(learning_rate=lr))
             sweep.append({"task": task, "lr": lr, "status": result.status,
@@ -236,9 +273,9 @@ def run_task(args, task: str, from_runs: list[Path]) -> tuple[list[dict], list[d
         scored = [x for x in sweep if x["validation"] is not None]
         if scored:
             full_ft_lr = max(scored, key=lambda x: x["validation"])["lr"]
-    rows = []
+    rows = list(reused)
     for seed in range(args.seeds):
-        jobs = ([("full", LABELS["full"], None)] if "full" in methods else []) + entries
+        jobs = ([("full", LABELS["full"], None)] if "full" in methods and "full" not in reused_methods else []) + entries
         for method, label, point in jobs:
             if point is None:
                 result = evaluator.runner.run(full_finetuning, fidelity, seed,
@@ -365,6 +402,10 @@ def markdown(args, data: dict) -> list[str]:
                            C.fmt(v["autopeft_1pct"], 4), C.fmt(v["full_ft"], 4),
                            YES_NO[v["within_half_point_of_full_ft"]]] for v in data["verdicts"]])
         lines += [""]
+    reused = sorted({(r["task"], r["label"], r["reused_from"]) for r in data["rows"] if r.get("reused_from")})
+    if reused:
+        lines.append("Rows taken from an earlier run with the same training (`--reuse`, code they do not depend on "
+                     "unchanged): " + "; ".join(f"{t} {label} (commit {c})" for t, label, c in reused) + ".")
     failed = [r for r in data["rows"] if r["status"] != "ok"]
     if failed:
         lines.append("Failed runs: " + "; ".join(f"{r['task']} {r['label']} seed {r['seed']}: {r['reason']}"
@@ -394,6 +435,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--default-search", action="store_true", default=None,
                         help="autopeft rows from one search per budget with autopeft search's defaults (size medium)")
     parser.add_argument("--runs", type=Path, help="folder for that search (default runs/bench-<size>/quality)")
+    parser.add_argument("--reuse", help=f"comma-separated, of {', '.join(REUSABLE)}: take these methods' rows (and "
+                                        "full fine-tuning's sweep) from the earlier OUT/quality.json instead of "
+                                        "retraining them; refused unless it trained the same way")
     args = C.parse_args(parser, PRESETS, argv, "quality")
     if args.lr is None and args.size != "medium":
         args.lr = 3e-3

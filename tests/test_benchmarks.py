@@ -172,3 +172,31 @@ def test_until_study_size_stops_the_search_at_that_many_trials(tmp_path):
 def test_toy_needs_its_own_folder():
     with pytest.raises(SystemExit):
         script("fidelity").main(["--size", "toy"])
+
+
+def test_quality_reuses_rows_only_of_a_run_that_trained_the_same_way(tmp_path):
+    """``--reuse full,pfeiffer``: those rows (and full fine-tuning's sweep) come from the earlier JSON, or nothing
+    does: a different training, a missing seed or a method a change could move is refused."""
+    import argparse
+
+    quality = script("quality")
+    training = dict(train_examples="16", epochs=1.0, max_length=16, eval_examples=16, batch_size=8, seeds=2,
+                    full_ft_lrs="1e-4,2e-4", full_ft_lr=5e-5, lr=None)
+    rows = [{"task": "rte", "method": m, "seed": s, "label": m} for m in ("full", "pfeiffer", "lora") for s in (0, 1)]
+    earlier = {"size": "toy", "settings": training, "machine": {"commit": "abc1234"}, "rows": rows,
+               "full_ft_sweep": [{"task": "rte", "lr": 2e-4, "validation": 0.6}],
+               "per_task": [{"task": "rte", "full_ft_lr": 2e-4}]}
+    (tmp_path / "quality.json").write_text(json.dumps(earlier))
+    args = argparse.Namespace(size="toy", out=tmp_path, reuse="full,pfeiffer", **training)
+    reused, extra = quality.reused_rows(args, "rte")
+    assert sorted((r["method"], r["seed"]) for r in reused) == [("full", 0), ("full", 1), ("pfeiffer", 0),
+                                                                ("pfeiffer", 1)]
+    assert {r["reused_from"] for r in reused} == {"abc1234"} and extra["full_ft_lr"] == 2e-4
+    assert quality.reused_rows(argparse.Namespace(**{**vars(args), "reuse": None}), "rte") == ([], {})
+    for change, message in [({"epochs": 2.0}, "trained differently \\(epochs\\)"), ({"seeds": 3}, "\\(seeds\\)"),
+                            ({"reuse": "lora"}, "cannot be reused")]:
+        with pytest.raises(SystemExit, match=message):
+            quality.reused_rows(argparse.Namespace(**{**vars(args), **change}), "rte")
+    (tmp_path / "quality.json").write_text(json.dumps({**earlier, "rows": rows[:-3]}))   # pfeiffer seed 1 lost
+    with pytest.raises(SystemExit, match="lacks rte's pfeiffer rows for 2 seeds"):
+        quality.reused_rows(args, "rte")

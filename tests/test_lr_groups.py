@@ -8,12 +8,14 @@ import torch
 from transformers import BertForSequenceClassification
 
 from autopeft.builders import build_adapter, parameter_groups
+from autopeft.builders.groups import module_learning_rates
 from autopeft.errors import AutopeftError, SpaceError
 from autopeft.modules import MODULE_TYPES, get_module_type
 from autopeft.search import RunnerEvaluator
 from autopeft.search.initial_design import Baseline, ModuleWish, baseline_params
 from autopeft.search.settings import TrainingSettings
 from autopeft.space import PeftPoint, SearchSpace, count_trainable_params, parse_space
+from autopeft.space.point import ModuleChoice
 from autopeft.trial import loop
 from autopeft.trial.fidelity import Fidelity
 from autopeft.trial.loop import Shard, TrainingConfig
@@ -57,7 +59,7 @@ def evaluate(point, learning_rate=None, training=TrainingConfig()):
 
 def test_a_mixed_point_trains_each_module_type_at_its_rate_and_the_head_at_the_largest():
     point = space().decode({})
-    lora, adapter = (get_module_type(name).learning_rate.default for name in ("lora", "serial_adapter"))
+    lora, adapter = get_module_type("lora").default_rate(4), get_module_type("serial_adapter").default_rate(8)
     groups = parameter_groups(built(point), point)
     assert rates(groups) == {"lora": lora, "serial_adapter": adapter, "head": max(lora, adapter)}
     sizes = {g["name"]: sum(p.numel() for p in g["params"]) for g in groups}
@@ -148,12 +150,35 @@ def test_a_parameter_of_a_module_the_point_lacks_is_a_bug_not_the_head():
     assert len(names) == len(set(names)) and all(kind.parameter_names for kind in MODULE_TYPES.values())
 
 
+def test_wide_modules_default_to_a_rate_that_falls_as_one_over_sqrt_size():
+    lora = get_module_type("lora")
+    assert lora.default_rate(8) == lora.learning_rate.default      # rank 8, the baseline's, is the reference
+    assert lora.default_rate(32) == pytest.approx(lora.learning_rate.default / 2)
+    assert lora.default_rate(2) == pytest.approx(lora.learning_rate.default * 2)
+    assert lora.default_rate(10 ** 6) == lora.learning_rate.low      # clipped to the type's range
+    serial = get_module_type("serial_adapter")
+    assert serial.default_rate(96) == pytest.approx(serial.default_rate(24) / 2) == pytest.approx(
+        serial.learning_rate.default / 2)                              # bottleneck widths alike
+    assert get_module_type("ia3").default_rate(1) == get_module_type("ia3").learning_rate.default   # unsized
+    # per-layer ranks: the largest decides; lr_scale multiplies; the module's own lr and --lr are taken as given
+    ranks = PeftPoint({"lora": ModuleChoice("lora", {0: 2, 1: 32}, ("query", "value"), {})},
+                      training={"lr_scale": 0.5})
+    assert module_learning_rates(ranks) == {"lora": pytest.approx(lora.default_rate(32) * 0.5)}
+    fixed = PeftPoint({"lora": ModuleChoice("lora", {0: 32}, ("query", "value"), {}, 1e-3)})
+    assert module_learning_rates(fixed) == {"lora": 1e-3} and module_learning_rates(ranks, 5e-2) == {"lora": 5e-2}
+
+
 def test_baselines_take_their_rate_within_the_space():
     searched = space({"lora": {**MIXED["lora"], "size": {"grid": [4, 8]}, "lr": "prior"}},
                      training={"lr_scale": {"low": 0.5, "high": 2.0}})
     lora = Baseline("lora", "LoRA", {"lora": ModuleWish(size=8, targets=("query", "value"))})
     params, why = baseline_params(searched, lora)
     assert params["lora.lr"] == get_module_type("lora").learning_rate.default and params["training.lr_scale"] == 1.0
+    adapter = space({"serial_adapter": {"size": {"grid": [1, 2, 4]}, "lr": "prior"}})
+    pfeiffer = Baseline("pfeiffer", "Pfeiffer", {"serial_adapter": ModuleWish(size=48, scale_with_hidden=True)})
+    width = 48 * CONFIG.hidden_size / 768   # given for a 768-wide model: its rate is the one of the width it gets
+    assert baseline_params(adapter, pfeiffer)[0]["serial_adapter.lr"] == pytest.approx(
+        get_module_type("serial_adapter").default_rate(width))
     fast = Baseline("lora", "LoRA", {"lora": ModuleWish(size=8, targets=("query", "value"), lr=1.0)})
     assert baseline_params(searched, fast)[0]["lora.lr"] == get_module_type("lora").learning_rate.high
     one_rate = space({"lora": {**MIXED["lora"], "size": {"grid": [4, 8]}}},

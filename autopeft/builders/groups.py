@@ -10,7 +10,8 @@ A module's rate is, first match wins:
    the space says (the user's explicit choice overrides everything, as ``--lr`` always did);
 2. the point's ``training.learning_rate``: one rate for everything (spaces that search one rate, as all did before);
 3. the module's own ``lr`` in the point (a space that fixes or searches it);
-4. the module type's default;
+4. the module type's default for the module's size (:meth:`~autopeft.modules.ModuleType.default_rate`: LoRA's
+   falls as 1/sqrt(rank));
 
 times the point's ``training.lr_scale`` for 3 and 4 when the space has one (one dimension that moves every rate
 together).
@@ -46,7 +47,8 @@ def module_learning_rates(point: PeftPoint, learning_rate: float | None = None) 
         if one_rate is not None:
             rates[module.type] = float(one_rate)
             continue
-        rate = module.lr if module.lr is not None else get_module_type(module.type).learning_rate.default
+        rate = module.lr if module.lr is not None else get_module_type(module.type).default_rate(
+            max(module.sizes.values(), default=None))
         rates[module.type] = rate * scale
     return rates
 

@@ -69,14 +69,14 @@ def _value_for(space: SearchSpace, baseline: Baseline, dim_name: str, dist, hidd
     if dim_name.startswith("layer_"):  # shared placement: every layer on
         return 1
     if dim_name == "training.learning_rate":
-        return _clipped(dist, max(_wished_lr(name, wish) for name, wish in baseline.modules.items()))
+        return _clipped(dist, max(_wished_lr(name, wish, hidden) for name, wish in baseline.modules.items()))
     if dim_name == "training.lr_scale":
         return _clipped(dist, 1.0)   # the module rates as they are
     if dim_name.startswith("training."):
         return _middle(dist)
     wish = baseline.modules.get(module)
     if rest == "lr":
-        return _clipped(dist, _wished_lr(module, wish)) if wish is not None else _middle(dist)
+        return _clipped(dist, _wished_lr(module, wish, hidden)) if wish is not None else _middle(dist)
     if rest == "on":
         return int(wish is not None)
     if wish is None:
@@ -87,7 +87,7 @@ def _value_for(space: SearchSpace, baseline: Baseline, dim_name: str, dist, hidd
     if rest.startswith("layer_"):
         return 1
     if rest == "size_level" or rest.startswith("size_level."):
-        size = wish.size * hidden / 768 if wish.scale_with_hidden else wish.size
+        size = _wished_size(wish, hidden)
         return _closest_level(space.grids[module], max(size, 1))
     if rest == "targets" and wish.targets is not None:
         wanted = "+".join(wish.targets)
@@ -97,8 +97,13 @@ def _value_for(space: SearchSpace, baseline: Baseline, dim_name: str, dist, hidd
     return _middle(dist)
 
 
-def _wished_lr(module: str, wish: ModuleWish) -> float:
-    return wish.lr if wish.lr is not None else get_module_type(module).learning_rate.default
+def _wished_size(wish: ModuleWish, hidden: int) -> float | None:
+    """The size a wish has on a model ``hidden`` wide (bottlenecks are given for a 768-wide one)."""
+    return wish.size * hidden / 768 if wish.scale_with_hidden and wish.size is not None else wish.size
+
+
+def _wished_lr(module: str, wish: ModuleWish, hidden: int) -> float:
+    return wish.lr if wish.lr is not None else get_module_type(module).default_rate(_wished_size(wish, hidden))
 
 
 def _clipped(dist, value: float):
