@@ -191,7 +191,7 @@ def machine() -> dict:
 
     return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "processor": platform.processor() or platform.machine(),
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None, "commit": git_commit()}
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None, "commit": COMMIT}
 
 
 def git_commit() -> str | None:
@@ -207,6 +207,9 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")
+
+
+COMMIT = git_commit()   # read when the benchmark starts: the code it runs, even if the checkout changes meanwhile
 
 
 def command_line(args) -> str:

@@ -205,9 +205,7 @@ def reused_rows(args, task: str) -> tuple[list[dict], dict]:
     differs = [k for k in SAME_TRAINING if earlier.get("settings", {}).get(k) != getattr(args, k, None)]
     if earlier.get("size") != args.size or differs:
         raise SystemExit(f"--reuse: {path} was trained differently ({', '.join(differs) or 'size'}); run without it")
-    commit = earlier.get("machine", {}).get("commit") or f"an earlier run ({path.name})"
-    rows = [{**r, "reused_from": r.get("reused_from", commit)} for r in earlier.get("rows", [])
-            if r["task"] == task and r["method"] in methods]
+    rows = [{**r, "reused": True} for r in earlier.get("rows", []) if r["task"] == task and r["method"] in methods]
     missing = [m for m in methods if len([r for r in rows if r["method"] == m]) != args.seeds]
     if missing:
         raise SystemExit(f"--reuse: {path} lacks {task}'s {', '.join(missing)} rows for {args.seeds} seeds")
@@ -290,7 +288,7 @@ def run_task(args, task: str, from_runs: list[Path]) -> tuple[list[dict], list[d
                          "adapter_params": result.adapter_params, "trainable_params": result.trainable_params,
                          "percent_of_model": 100 * result.adapter_params / model_params,
                          "train_examples": result.train_examples, "train_s": round(result.train_seconds, 2),
-                         "wall_s": round(result.wall_seconds, 2)})
+                         "wall_s": round(result.wall_seconds, 2), "commit": C.COMMIT})
             print(json.dumps(rows[-1]), flush=True)
     for entry in picked:
         entry.pop("peft_point")
@@ -402,10 +400,12 @@ def markdown(args, data: dict) -> list[str]:
                            C.fmt(v["autopeft_1pct"], 4), C.fmt(v["full_ft"], 4),
                            YES_NO[v["within_half_point_of_full_ft"]]] for v in data["verdicts"]])
         lines += [""]
-    reused = sorted({(r["task"], r["label"], r["reused_from"]) for r in data["rows"] if r.get("reused_from")})
+    reused = sorted({(r["task"], r["label"], r.get("commit") or "not recorded") for r in data["rows"]
+                     if r.get("reused")})
     if reused:
-        lines.append("Rows taken from an earlier run with the same training (`--reuse`, code they do not depend on "
-                     "unchanged): " + "; ".join(f"{t} {label} (commit {c})" for t, label, c in reused) + ".")
+        lines.append("Rows taken from an earlier run with the same training (`--reuse`; the code they depend on "
+                     "unchanged since): " + "; ".join(f"{t} {label} (trained at commit {c})" for t, label, c in reused)
+                     + ".")
     failed = [r for r in data["rows"] if r["status"] != "ok"]
     if failed:
         lines.append("Failed runs: " + "; ".join(f"{r['task']} {r['label']} seed {r['seed']}: {r['reason']}"

@@ -182,8 +182,9 @@ def test_quality_reuses_rows_only_of_a_run_that_trained_the_same_way(tmp_path):
     quality = script("quality")
     training = dict(train_examples="16", epochs=1.0, max_length=16, eval_examples=16, batch_size=8, seeds=2,
                     full_ft_lrs="1e-4,2e-4", full_ft_lr=5e-5, lr=None)
-    rows = [{"task": "rte", "method": m, "seed": s, "label": m} for m in ("full", "pfeiffer", "lora") for s in (0, 1)]
-    earlier = {"size": "toy", "settings": training, "machine": {"commit": "abc1234"}, "rows": rows,
+    rows = [{"task": "rte", "method": m, "seed": s, "label": m, "commit": "abc1234"}
+            for m in ("full", "pfeiffer", "lora") for s in (0, 1)]
+    earlier = {"size": "toy", "settings": training, "rows": rows,
                "full_ft_sweep": [{"task": "rte", "lr": 2e-4, "validation": 0.6}],
                "per_task": [{"task": "rte", "full_ft_lr": 2e-4}]}
     (tmp_path / "quality.json").write_text(json.dumps(earlier))
@@ -191,7 +192,7 @@ def test_quality_reuses_rows_only_of_a_run_that_trained_the_same_way(tmp_path):
     reused, extra = quality.reused_rows(args, "rte")
     assert sorted((r["method"], r["seed"]) for r in reused) == [("full", 0), ("full", 1), ("pfeiffer", 0),
                                                                 ("pfeiffer", 1)]
-    assert {r["reused_from"] for r in reused} == {"abc1234"} and extra["full_ft_lr"] == 2e-4
+    assert all(r["reused"] and r["commit"] == "abc1234" for r in reused) and extra["full_ft_lr"] == 2e-4
     assert quality.reused_rows(argparse.Namespace(**{**vars(args), "reuse": None}), "rte") == ([], {})
     for change, message in [({"epochs": 2.0}, "trained differently \\(epochs\\)"), ({"seeds": 3}, "\\(seeds\\)"),
                             ({"reuse": "lora"}, "cannot be reused")]:

@@ -150,11 +150,11 @@ def test_a_parameter_of_a_module_the_point_lacks_is_a_bug_not_the_head():
     assert len(names) == len(set(names)) and all(kind.parameter_names for kind in MODULE_TYPES.values())
 
 
-def test_wide_modules_default_to_a_rate_that_falls_as_one_over_sqrt_size():
+def test_modules_wider_than_their_reference_default_to_a_rate_falling_as_one_over_sqrt_size():
     lora = get_module_type("lora")
     assert lora.default_rate(8) == lora.learning_rate.default      # rank 8, the baseline's, is the reference
     assert lora.default_rate(32) == pytest.approx(lora.learning_rate.default / 2)
-    assert lora.default_rate(2) == pytest.approx(lora.learning_rate.default * 2)
+    assert lora.default_rate(2) == lora.default_rate(None) == lora.learning_rate.default   # narrower: no faster
     assert lora.default_rate(10 ** 6) == lora.learning_rate.low      # clipped to the type's range
     serial = get_module_type("serial_adapter")
     assert serial.default_rate(96) == pytest.approx(serial.default_rate(24) / 2) == pytest.approx(

@@ -13,14 +13,14 @@ from autopeft.tuners.bottleneck import BottleneckConfig
 from autopeft.tuners.bottleneck.config import DEFAULT_SCALING
 
 SERIAL_LR = LearningRate(4e-3, 1e-4, 2e-2, source=(
-    "the rate at bottleneck 24 (REFERENCE_WIDTH); width m takes it * sqrt(24 / m) (ModuleType.default_rate): over "
+    "the rate at bottleneck 24 (REFERENCE_WIDTH); width m > 24 takes it * sqrt(24 / m) (ModuleType.default_rate): over "
     "376 steps (bench_fidelity medium) width-96 serial adapters at 5e-3 to 7e-3 collapsed to the majority class. The "
     "sweep (benchmarks/medium/lr.md: 50 steps of batch 16 on SST-2 and TREC): 6e-3 to 1e-2 best (SST-2 0.82-0.83, "
     "TREC 0.59), 2e-3 at or near the majority class on TREC; a little below the best, as longer "
     "trainings want. Houlsby et al. 2019 swept 3e-5 to 3e-3 over 3-20 epochs "
     "and Pfeiffer et al. 2021 used 1e-4 over 30 epochs: long-schedule values, too low for a few hundred steps"))
 PARALLEL_LR = LearningRate(2e-3, 1e-4, 1e-2, source=(
-    "the rate at bottleneck 24 (REFERENCE_WIDTH); width m takes it * sqrt(24 / m). The sweep (benchmarks/medium/lr.md): 2e-3 best on SST-2 (0.82) and TREC (0.46) for the FFN adapter at scaling 4, "
+    "the rate at bottleneck 24 (REFERENCE_WIDTH); width m > 24 takes it * sqrt(24 / m). The sweep (benchmarks/medium/lr.md): 2e-3 best on SST-2 (0.82) and TREC (0.46) for the FFN adapter at scaling 4, "
     "which multiplies its output: 6e-3 and above fell back to the majority class. He et al. 2022 used 1e-4 to 5e-4 "
     "over 10+ epochs"))
 
