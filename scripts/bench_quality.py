@@ -273,7 +273,8 @@ def run_task(args, task: str, from_runs: list[Path]) -> tuple[list[dict], list[d
             full_ft_lr = max(scored, key=lambda x: x["validation"])["lr"]
     rows = list(reused)
     for seed in range(args.seeds):
-        jobs = ([("full", LABELS["full"], None)] if "full" in methods and "full" not in reused_methods else []) + entries
+        retrain_full = "full" in methods and "full" not in reused_methods
+        jobs = ([("full", LABELS["full"], None)] if retrain_full else []) + entries
         for method, label, point in jobs:
             if point is None:
                 result = evaluator.runner.run(full_finetuning, fidelity, seed,

@@ -20,7 +20,8 @@ SERIAL_LR = LearningRate(4e-3, 1e-4, 2e-2, source=(
     "trainings want. Houlsby et al. 2019 swept 3e-5 to 3e-3 over 3-20 epochs "
     "and Pfeiffer et al. 2021 used 1e-4 over 30 epochs: long-schedule values, too low for a few hundred steps"))
 PARALLEL_LR = LearningRate(2e-3, 1e-4, 1e-2, source=(
-    "the rate at bottleneck 24 (REFERENCE_WIDTH); width m > 24 takes it * sqrt(24 / m). The sweep (benchmarks/medium/lr.md): 2e-3 best on SST-2 (0.82) and TREC (0.46) for the FFN adapter at scaling 4, "
+    "the rate at bottleneck 24 (REFERENCE_WIDTH); width m > 24 takes it * sqrt(24 / m). The sweep "
+    "(benchmarks/medium/lr.md): 2e-3 best on SST-2 (0.82) and TREC (0.46) for the FFN adapter at scaling 4, "
     "which multiplies its output: 6e-3 and above fell back to the majority class. He et al. 2022 used 1e-4 to 5e-4 "
     "over 10+ epochs"))
 

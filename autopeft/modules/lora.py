@@ -30,8 +30,9 @@ class Lora(ModuleType):
     options = {"alpha": 2.0}   # lora_alpha as a multiple of the rank
     reference_size = 8         # the default rate is rank 8's (the LoRA baseline); rank r > 8 trains at it * sqrt(8 / r)
     learning_rate = LearningRate(1.4e-3, 2e-4, 1e-2, source=(
-        "the rate at rank <= 8; rank r > 8 takes it * sqrt(8 / r) (ModuleType.default_rate). Over 376 steps of batch 16 "
-        "(bench_fidelity medium, SST-2, 20 points, one rate for every rank) every LoRA point with rate * sqrt(rank) >= 9.6e-3 learned, then collapsed to the majority class, and every one <= 7.9e-3 trained; "
+        "the rate at rank <= 8; rank r > 8 takes it * sqrt(8 / r) (ModuleType.default_rate). Over 376 steps of "
+        "batch 16 (bench_fidelity medium, SST-2, 20 points, one rate for every rank) every LoRA point with "
+        "rate * sqrt(rank) >= 9.6e-3 learned, then collapsed to the majority class, and every one <= 7.9e-3 trained; "
         "4e-3 / sqrt(rank) keeps the space's largest lr_scale (2x) under that line. Short trainings like more: the "
         "50-step sweep (benchmarks/medium/lr.md, rank 8) was best at 6e-3 to 1e-2 and at the majority class <= 7e-4. "
         "Hu et al. 2021 used 4e-4 to 5e-4 on RoBERTa-base GLUE over 30-80 epochs, a budget 100x ours"))
