@@ -127,7 +127,7 @@ def default_search(args, task: str, fidelity, budget: int, label: str) -> dict:
     trained = [r for r in results.all_records if r.trained and R.RESULT in r.attrs]
     by_stage = {stage: sum(1 for r in records if r.trained) for stage, records in results.stages.items()}
     study_attrs = _study_attrs(run_dir)
-    return {"run": str(run_dir), "budget": budget, "label": label, "seconds": round(seconds, 1),
+    return {"run": str(run_dir), "budget": budget, "label": label, "seconds": round(seconds, 1), "commit": C.COMMIT,
             "trial_seconds": round(sum(r.attrs[R.RESULT]["wall_seconds"] for r in trained), 1),
             "trained_per_stage": by_stage, "first_rung": study_attrs.get(R.FIRST_RUNG_ATTR, 0),
             "agreement": study_attrs.get(R.AGREEMENT_ATTR, []),
@@ -384,13 +384,14 @@ def markdown(args, data: dict) -> list[str]:
                   "here). ρ: Spearman between consecutive rungs over the promoted configurations.", ""]
         walls = {x["task"]: x["lora_r8_wall_s"] for x in data.get("per_task", [])}
         lines += C.table(["task", "budget", "cost (× LoRA r8)", "search s", "trained per stage", "first rung",
-                          "rung ρ (n)", "trivial trials", "trivial on front"],
+                          "rung ρ (n)", "trivial trials", "trivial on front", "commit"],
                          [[x["task"], f"{x['budget']:,} ({x['label']})", C.fmt(x.get("cost_vs_lora_r8"), 2),
                            C.fmt(x["seconds"], 0),
                            ", ".join(f"{k} {v}" for k, v in sorted(x["trained_per_stage"].items())), x["first_rung"],
                            "; ".join(f"{a.get('lower')}→{a.get('upper')}: {C.fmt(a.get('rho'), 2)} ({a.get('n')})"
                                      for a in x["agreement"]) or "–",
-                           x["trivial_trials"], x["trivial_on_front"]] for x in data["searches"]])
+                           x["trivial_trials"], x["trivial_on_front"], x.get("commit") or "–"]
+                          for x in data["searches"]])
         lines += ["", "LoRA r8 full-fidelity wall s per task: "
                   + ", ".join(f"{t} {C.fmt(w, 1)}" for t, w in walls.items()), ""]
     if data.get("verdicts"):
