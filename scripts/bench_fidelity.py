@@ -132,7 +132,8 @@ def run_task_rungs(args, task: str) -> dict:
                           "trivial_share": (sum(1 for x in at_level if x["trivial"]) / len(at_level)) if at_level
                           else None})
     finals = [r["rungs"][-1] for r in rows if len(r["rungs"]) == len(ladder)]
-    return {"task": task, "commit": C.COMMIT, "metric": metric, "full": full.to_dict(), "points": rows, "agreement": agreement,
+    return {"task": task, "commit": C.COMMIT, "metric": metric, "full": full.to_dict(), "points": rows,
+            "agreement": agreement,
             "full_steps": finals[0]["steps"] if finals else None,
             "full_trivial_share": (sum(1 for x in finals if x["trivial"]) / len(finals)) if finals else None,
             "trivial_metric": finals[0]["trivial_metric"] if finals else None,
