@@ -47,6 +47,18 @@ def test_promotion_takes_the_best_of_each_third_once_and_serves_the_highest_rung
     assert promotion.rung == 2 and promotion.record in upper
 
 
+def test_a_rung_sends_up_no_more_than_its_quota_even_when_its_top_third_changes():
+    early = [record(0, 0.70, 100), record(1, 0.60, 900), record(2, 0.50, 950)]
+    first = scheduler().next_promotion({0: early, 1: [], 2: []}, lambda rung: set())
+    assert first.record is early[0]
+    better = early + [record(3, 0.95, 50), record(4, 0.4, 990)]   # 5 results: quota still 1, now topped by #3
+    assert scheduler().next_promotion({0: better, 1: [], 2: []}, lambda rung: {early[0].key}) is None
+    sixth = better + [record(5, 0.3, 999)]                          # 6 results: quota 2, the new best goes up
+    assert scheduler().next_promotion({0: sixth, 1: [], 2: []}, lambda rung: {early[0].key}).record is better[3]
+    # configurations that started at the upper rung (a raised first rung) are not this rung's promotions
+    assert scheduler().next_promotion({0: early, 1: [], 2: []}, lambda rung: {"started-there"}).record is early[0]
+
+
 def test_failed_and_repeated_points_do_not_count_towards_a_promotion_quota():
     failed = TrialRecord("rung-0", 3, "fail", {}, None, {R.KEY: "point-3", R.TRAINED: True})
     repeat = record(4, 0.9, 100)
