@@ -10,8 +10,9 @@ results, its top ``k // eta`` by non-dominated rank, ties by larger hypervolume 
 ``k // eta`` in all; the highest rung is served first. The cap is not ASHA's (Li et al. 2020 promote
 whatever enters the current top third, so early promotions that later fall out of it add up): with
 two objectives the top third churns as results arrive, and in the medium TREC searches 19-21 of 30
-rung-1 configurations went up (quota 10), and 9-11 reached full fidelity, most of the search's cost. A trivial result (no better than ignoring the input) counts towards its rung's quota
-but is never promoted. New configurations start at the lowest rung (``first_rung``, 0 unless
+rung-1 configurations went up (quota 10), and 9-11 reached full fidelity, most of the search's cost.
+A trivial result (no better than ignoring the input) counts towards its rung's quota but is never
+promoted. New configurations start at the lowest rung (``first_rung``, 0 unless
 ``--fidelity auto`` raised it: :func:`raise_first_rung`) until the trial budget is filled, the space
 is exhausted or the sampler keeps proposing points that cannot be trained.
 """
