@@ -10,8 +10,8 @@ A module's rate is, first match wins:
    the space says (the user's explicit choice overrides everything, as ``--lr`` always did);
 2. the point's ``training.learning_rate``: one rate for everything (spaces that search one rate, as all did before);
 3. the module's own ``lr`` in the point (a space that fixes or searches it);
-4. the module type's default for the module's size (:meth:`~autopeft.modules.ModuleType.default_rate`: LoRA's
-   falls as 1/sqrt(rank));
+4. the module type's default for the module's largest size (:meth:`~autopeft.modules.ModuleType.default_rate`:
+   LoRA's and the bottleneck adapters' fall as 1/sqrt(size) above their reference size);
 
 times the point's ``training.lr_scale`` for 3 and 4 when the space has one (one dimension that moves every rate
 together).

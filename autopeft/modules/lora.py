@@ -21,7 +21,6 @@ def matrices_per_layer(module) -> dict[int, list[str]]:
     return {int(layer): list(roles) for layer, roles in explicit.items()}
 
 
-
 @register
 class Lora(ModuleType):
     name = "lora"
