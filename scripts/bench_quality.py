@@ -216,7 +216,8 @@ def reused_rows(args, task: str) -> tuple[list[dict], dict]:
     return rows, extra
 
 
-def run_task(args, task: str, from_runs: list[Path]) -> tuple[list[dict], list[dict]]:
+def run_task(args, task: str, from_runs: list[Path],
+             reuse: tuple[list[dict], dict] = ([], {})) -> tuple[list[dict], list[dict]]:
     from bench_trial import full_finetuning
 
     from autopeft.search.run import read_run_info
@@ -232,7 +233,7 @@ def run_task(args, task: str, from_runs: list[Path]) -> tuple[list[dict], list[d
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise SystemExit(f"unknown method(s) {sorted(unknown)} (choose from: {', '.join(METHODS)})")
-    reused, earlier = reused_rows(args, task)
+    reused, earlier = reuse
     reused_methods = {r["method"] for r in reused}
     made = hand_made(base.config)
     entries = [(m, *made[m]) for m in methods if m not in ("full", "autopeft", *reused_methods)]
@@ -446,8 +447,9 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     C.quiet()
     rows, picks, sweeps, searches, lora_walls = [], [], [], [], []
+    reuse = {task: reused_rows(args, task) for task in C.csv(args.tasks)}   # refused before any model loads
     for task in C.csv(args.tasks):
-        task_rows, task_picks, extra = run_task(args, task, args.from_run)
+        task_rows, task_picks, extra = run_task(args, task, args.from_run, reuse[task])
         rows += task_rows
         picks += task_picks
         sweeps += extra["full_ft_sweep"]
