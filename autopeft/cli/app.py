@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from autopeft.cli import data, heads, priors, search, space, trial
+from autopeft.cli import data, heads, oneshot, priors, search, space, trial
 
 app = typer.Typer(
     name="autopeft",
@@ -48,4 +48,5 @@ app.command()(search.report)
 app.command()(priors.sensitivity)
 app.command("select-heads")(heads.select_heads_command)
 app.command("select-data")(data.select_data_command)
+app.command("oneshot")(oneshot.oneshot_command)
 app.add_typer(space.space_app, name="space")

@@ -150,6 +150,12 @@ SETTINGS_FLAGS: FlagGroup = {
         help="Sensitivity: budgets of the SPT starting points (default 0.1%,0.5%,1%).")],
     "sensitive_layers": Annotated[Optional[int], typer.Option(
         help="Sensitivity: place modules only in the K most sensitive layers.")],
+    "screen_evaluations": Annotated[Optional[int], typer.Option(
+        help="One-shot: configurations the screen scores on the super-adapter (default 300).")],
+    "screen_candidates": Annotated[Optional[int], typer.Option(
+        help="One-shot: the best screened configurations that start the search (default 6).")],
+    "screen_epochs": Annotated[Optional[float], typer.Option(
+        help="One-shot: the super-adapter's training in multiples of the full fidelity's epochs (default 2).")],
     "subset_strategy": Annotated[Optional[str], typer.Option(
         help=f"Data selection for each trial's training subset: {STRATEGY_CHOICES} "
              "(default: a seeded random draw per trial).")],

@@ -129,6 +129,14 @@ class ModuleType(ABC):
     def build(self, module: ModuleChoice, target: Target, context: BuildContext) -> list[PeftConfig]:
         """The PEFT config(s) of ``module`` (several when one tuner config cannot hold per-layer sizes)."""
 
+    def nested_sites(self, module: ModuleChoice, target: Target) -> dict[str, int] | None:
+        """Where :meth:`build` puts ``module`` and how large, for one-shot screening (:mod:`autopeft.priors.oneshot`):
+        module name (:meth:`Architecture.module_name`, relative to the base model) -> size there. A smaller module of
+        this type is then the leading slice of a larger one (LoRA's first ``r`` rank components, a bottleneck's first
+        ``m`` hidden units), so one trained largest module holds every smaller one. None: sizes of this type do not
+        nest (the default), and a super-adapter leaves the type out."""
+        return None
+
     def build_alone(self, module: ModuleChoice, target: Target) -> PeftConfig | None:
         """A plain PEFT config for a point made of this module alone, where one fits better than :meth:`build`'s
         (e.g. PEFT's own prefix tuning on a decoder); None: use :meth:`build`."""

@@ -41,11 +41,20 @@ class _Bottleneck(ModuleType):
         hidden = dims.hidden
         return sum(2 * hidden * int(m) + int(m) + hidden for m in module.sizes.values())
 
+    def _relative_target(self, module, arch) -> str:
+        """The module (relative to a layer) this adapter's tuner layer wraps at the module's location."""
+        site = arch.adapter_sites[module.options.get("location", self.options["location"])]
+        return site.serial_target if self.placement == "serial" else site.parallel_target
+
+    def nested_sites(self, module, target):
+        relative = self._relative_target(module, target.arch)
+        return {target.arch.module_name(layer, relative): int(m) for layer, m in module.sizes.items()}
+
     def build(self, module, target, context):
         arch = target.arch
         site = arch.adapter_sites[module.options.get("location", self.options["location"])]
         serial = self.placement == "serial"
-        relative = site.serial_target if serial else site.parallel_target
+        relative = self._relative_target(module, arch)
         sizes = {layer: int(size) for layer, size in module.sizes.items()}
         default = most_common(sizes)
         return [BottleneckConfig(

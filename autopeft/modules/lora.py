@@ -45,6 +45,11 @@ class Lora(ModuleType):
         return sum(int(rank) * (fan_in + fan_out) for layer, rank in module.sizes.items()
                    for role in roles[layer] for fan_out, fan_in in shapes[role])
 
+    def nested_sites(self, module, target):
+        arch = target.arch
+        return {arch.module_name(layer, name): int(module.sizes[layer])
+                for layer, roles in matrices_per_layer(module).items() for name in arch.role_modules(roles)}
+
     def build(self, module, target, context):
         if "matrices" in module.options:
             return [self._on_named_matrices(module, target)]

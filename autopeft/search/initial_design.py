@@ -148,6 +148,24 @@ def baseline_params(space: SearchSpace, baseline: Baseline) -> tuple[dict[str, A
     return space.validate_params(params), ""
 
 
+def neutral_training_params(space: SearchSpace, point) -> dict[str, Any]:
+    """The space's training dimensions at the values that leave ``point``'s module rates as they are: ``lr_scale`` 1,
+    one searched ``learning_rate`` at the point's largest module rate, anything else mid-range (for a point chosen
+    without a view on its training, e.g. by one-shot screening)."""
+    from autopeft.builders import module_learning_rates
+
+    values = {}
+    for dim in space.dimensions:
+        if dim.name == "training.lr_scale":
+            values[dim.name] = _clipped(dim.distribution, 1.0)
+        elif dim.name == "training.learning_rate":
+            rates = module_learning_rates(type(point)(point.modules))
+            values[dim.name] = _clipped(dim.distribution, max(rates.values())) if rates else _middle(dim.distribution)
+        elif dim.name.startswith("training."):
+            values[dim.name] = _middle(dim.distribution)
+    return values
+
+
 def quasi_random_params(space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
     """``n`` scrambled-Sobol points: one coordinate per dimension, used only where the dimension is active."""
     if n <= 0:

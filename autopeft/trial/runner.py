@@ -394,6 +394,12 @@ class TrialRunner:
             return len(rows)
         return sum(int((np.asarray(split.labels[i][1:]) != -100).sum()) for i in rows)
 
+    def evaluate(self, model: torch.nn.Module, fidelity: Fidelity = Fidelity(),
+                 training: TrainingConfig = TrainingConfig(), split: str = "validation") -> dict[str, float]:
+        """Score a model that is already built and trained (e.g. one configuration of a super-adapter) exactly as a
+        trial at ``fidelity`` is scored: the same examples of ``split``, the same metrics."""
+        return self._evaluate(model, model, split, fidelity, training, TrialResult())
+
     @staticmethod
     def eval_subset(size: int, fidelity: Fidelity) -> np.ndarray:
         """Positions (sorted) of the examples a trial at ``fidelity`` scores in an evaluation split of ``size``."""

@@ -1,0 +1,137 @@
+"""``--prior oneshot``: one-shot screening. A super-adapter of the (final) space is trained once
+(:mod:`autopeft.priors.oneshot`, cached), NSGA-II explores the space on (one-shot score, exact parameter count) for
+``--screen-evaluations`` scores, and the ``--screen-candidates`` most promising configurations of that screen (by
+non-dominated rank, ties by hypervolume contribution, as MO-ASHA promotes) start the search: they are trained
+stand-alone through the rungs like every other point.
+
+Screening ignores what a super-adapter cannot tell apart: module types it leaves out are off, and training dimensions
+(``lr_scale``, rates) take their neutral value in the points it hands over. Why NSGA-II: a one-shot score costs a
+fraction of a second, so a population-based sampler can spend hundreds of them, and Optuna's runs without a
+surrogate's per-step cost.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+from autopeft.errors import SpaceError
+from autopeft.search.priors.base import SearchPrior, StartingPoint, register
+
+ORIGIN = "prior:oneshot"
+
+
+@dataclass(frozen=True)
+class Screened:
+    """One configuration the screen scored: its space params, one-shot score and exact parameter count."""
+
+    params: dict
+    description: str
+    score: float
+    adapter_params: int
+    trivial: bool        # no better than ignoring the input on the scored examples (never a candidate)
+
+
+@register
+class OneShotPrior(SearchPrior):
+    name = "oneshot"
+    description = "one-shot screening of the space with a super-adapter"
+
+    def prepare(self, base, task) -> str:
+        # the super-adapter needs the space as the other priors leave it: it trains in starting_points
+        self.base, self.task = base, task
+        self.screened: list[Screened] = []
+        return "one-shot screening: the super-adapter trains (or is read from the cache) once the space is final"
+
+    def starting_points(self, space, max_params, note) -> list[StartingPoint]:
+        from autopeft.priors.oneshot import SuperAdapter, load_or_train_super_adapter
+        from autopeft.trial import TrialRunner
+
+        try:
+            nested, left_out = SuperAdapter.screened_modules(space)
+        except SpaceError as exc:
+            note(f"one-shot screening skipped: {exc}")
+            return []
+        if left_out:
+            note("one-shot screening leaves out " + ", ".join(f"{m} ({why})" for m, why in left_out.items()))
+        settings = self.settings
+        full = settings.fidelity.full()
+        fidelity = replace(full, epochs=full.epochs * settings.priors.screen_epochs,
+                           max_steps=None if full.max_steps is None
+                           else math.ceil(full.max_steps * settings.priors.screen_epochs))
+        oneshot = load_or_train_super_adapter(TrialRunner(self.base, self.task), space, fidelity,
+                                              settings.training.config(), settings.seed,
+                                              learning_rate=settings.training.lr)
+        note("super-adapter " + ("read from the cache" if oneshot.cached else
+                                 f"trained in {oneshot.meta['total_seconds']:.1f} s ({oneshot.meta['steps']} steps)"))
+        start = time.perf_counter()
+        self.screened = screen(oneshot, space, settings.priors.screen_evaluations, max_params, settings.seed)
+        note(f"one-shot screen: {settings.priors.screen_evaluations} draws, {len(self.screened)} distinct "
+             f"configurations scored in {time.perf_counter() - start:.1f} s")
+        best = best_candidates(self.screened, settings.priors.screen_candidates, oneshot.higher_is_better)
+        if not best:
+            note("one-shot screen: no configuration beat the trivial score on the super-adapter; it gives no starting "
+                 "point (train it longer: --screen-epochs)")
+        return [(s.params, ORIGIN) for s in best]
+
+
+def screen(oneshot, space, evaluations: int, max_params: int | None, seed: int) -> list[Screened]:
+    """NSGA-II over ``space`` for ``evaluations`` draws on (one-shot metric, exact parameter count); each distinct
+    configuration is scored once. Draws that cannot train (no module) or exceed ``max_params`` fail."""
+    import optuna
+
+    from autopeft.search.engine import point_key
+    from autopeft.search.initial_design import neutral_training_params
+    from autopeft.space import count_trainable_params
+
+    metric = oneshot.metric
+    study = optuna.create_study(directions=["maximize" if oneshot.higher_is_better else "minimize", "minimize"],
+                                sampler=optuna.samplers.NSGAIISampler(seed=seed))
+    trivial = oneshot.runner.trivial_score(oneshot.fidelity, oneshot.training)
+    scored: dict[str, Screened] = {}
+    for _ in range(evaluations):
+        trial = study.ask()
+        params = space.suggest(trial)
+        point = oneshot.super_adapter.screened(space.decode(params))
+        count = count_trainable_params(point, space.model_config)
+        if point.is_empty or (max_params is not None and count > max_params):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        key = point_key(point)
+        if key not in scored:
+            value = oneshot.score(point)[metric]
+            if not math.isfinite(value):
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
+            hand_over = space.validate_params({**_switch_off(space, params, oneshot.super_adapter.left_out),
+                                               **neutral_training_params(space, point)})
+            scored[key] = Screened(hand_over, point.describe(), value, count, trivial.is_trivial(value))
+        study.tell(trial, [scored[key].score, float(count)])
+    return list(scored.values())
+
+
+def _switch_off(space, params: dict, left_out: dict) -> dict:
+    """``params`` with the modules the super-adapter left out switched off (what the score was of)."""
+    params = dict(params)
+    for module in left_out:
+        if f"{module}.on" in params:
+            params[f"{module}.on"] = 0
+        for name in [n for n in params if n.startswith(f"{module}.size_level")]:
+            params[name] = space.grids[module].index(0)
+    return space.active_params(params)
+
+
+def best_candidates(screened: list[Screened], count: int, higher_is_better: bool) -> list[Screened]:
+    """The ``count`` most promising non-trivial ones: by non-dominated rank of (score, log parameters), ties by larger
+    hypervolume contribution, which favours points spread along the front over neighbours."""
+    import numpy as np
+
+    from autopeft.search.pareto import promotion_order
+
+    screened = [s for s in screened if not s.trivial]
+    if not screened:
+        return []
+    losses = np.array([[-s.score if higher_is_better else s.score, math.log10(s.adapter_params + 1.0)]
+                       for s in screened])
+    return [screened[i] for i in promotion_order(losses)[:count]]

@@ -1,0 +1,233 @@
+"""One-shot screening: does a super-adapter's score rank stand-alone trainings, and at what cost?
+
+Per task (MiniLM): one super-adapter of the space (``autopeft.priors.oneshot``) is trained with a configuration
+drawn per step (the largest and the smallest a quarter of the steps each, uniform draws of the space otherwise),
+continued through ``--super-fractions`` of its steps; after each length every point is scored one-shot (its slice
+of the super-adapter, no training) on the validation examples a trial is scored on. Each point is also trained
+stand-alone at full fidelity (builders + TrialRunner, each module type's default rate, seed ``--seed``), as the
+search's full fidelity does. The points: the named baselines the space expresses (LoRA r8 on query/value, Pfeiffer,
+parallel adapter), then distinct points drawn uniformly from the space (``SearchSpace.sample``, seeded), its
+training dimensions (``lr_scale``) left at their default, since a one-shot score cannot tell rates apart.
+
+Reported: Spearman ρ and Kendall τ between one-shot and stand-alone validation metric (and with the one-shot eval
+loss, negated), per super-adapter length; ρ of the parameter count alone against stand-alone (the ranking a
+"bigger is better" guess gives, which a one-shot score has to beat to be worth anything); the spread of the
+stand-alone metrics beside the evaluation's standard error (a ranking of points that differ by less than the
+noise means nothing); costs as ratios measured in the same run: super-adapter training / one stand-alone LoRA r8
+training, one one-shot score / the mean stand-alone training.
+
+    python scripts/bench_oneshot.py --size toy|quick|medium [--tasks sst2] [--out DIR] [overrides]
+    -> benchmarks/oneshot.json and benchmarks/oneshot.md (medium: benchmarks/medium/, tasks merged)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench_common as C  # noqa: E402
+
+PRESETS = {
+    "toy": dict(tasks="rte", space="default", points=4, train_examples="32", epochs=1.0, max_length=16,
+                eval_examples=16, batch_size=8, super_epochs=1.0, super_fractions="0.5,1"),
+    "quick": dict(tasks="sst2", space="default", points=30, train_examples="2000", epochs=1.0, max_length=0,
+                  eval_examples=500, batch_size=16, super_epochs=2.0, super_fractions="0.25,0.5,1"),
+    # bench_quality's / bench_fidelity's medium full fidelity
+    "medium": dict(tasks="sst2,rte,trec", space="default", points=30, train_examples="sst2=3000,rte=all,trec=3000",
+                   epochs=2.0, max_length=0, eval_examples=500, batch_size=16, super_epochs=4.0,
+                   super_fractions="0.25,0.5,1"),
+}
+
+
+def points_of(space, count: int, seed: int) -> list[tuple[str, object]]:
+    """(origin, point): the baselines the space expresses, then distinct uniform draws; training dims dropped."""
+    import numpy as np
+
+    from autopeft.search.engine import point_key
+    from autopeft.search.initial_design import BASELINES, baseline_params
+    from autopeft.space.point import PeftPoint
+
+    chosen, seen = [], set()
+
+    def add(origin, point):
+        point = PeftPoint(point.modules)   # the types' default rates: a one-shot score cannot rank rates
+        if not point.is_empty and point_key(point) not in seen and len(chosen) < count:
+            seen.add(point_key(point))
+            chosen.append((origin, point))
+
+    for baseline in BASELINES:
+        params, _ = baseline_params(space, baseline)
+        if params is not None:
+            add(baseline.name, space.decode(params))
+    rng = np.random.default_rng(seed)
+    for _ in range(1000 * count):
+        if len(chosen) == count:
+            break
+        add("drawn", space.decode(space.sample(rng)))
+    return chosen
+
+
+def correlations(xs: list[float], ys: list[float]) -> dict:
+    from scipy.stats import kendalltau, spearmanr
+
+    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return {"n": len(xs), "spearman": None, "spearman_p": None, "kendall": None}
+    rho, tau = spearmanr(xs, ys), kendalltau(xs, ys)
+    return {"n": len(xs), "spearman": float(rho.statistic), "spearman_p": float(rho.pvalue),
+            "kendall": float(tau.statistic)}
+
+
+def run_task(args, task: str) -> dict:
+    import statistics
+
+    from autopeft.priors.oneshot import train_super_adapter
+    from autopeft.space import SearchSpace, count_trainable_params
+    from autopeft.trial import Fidelity, TrainingConfig
+
+    data, base = C.load(task)
+    space = SearchSpace.from_file(C.space_path(args.space), base.config)
+    full = Fidelity(train_examples=C.per_task(args.train_examples, [task])[task], epochs=args.epochs,
+                    max_length=args.max_length or C.TASKS[task][1], eval_examples=args.eval_examples or None,
+                    batch_size=args.batch_size)
+    C.load(task, tokenize_length=full.max_length)
+    metric = data.spec.metric
+    points = points_of(space, args.points, args.seed)
+
+    # the super-adapter, continued through its lengths, every point scored one-shot after each
+    evaluator = C.runner_evaluator(base, data, None)
+    runner = evaluator.runner
+    super_full = replace(full, epochs=full.epochs * args.super_epochs)
+    fractions = [float(f) for f in C.csv(args.super_fractions)]
+    lengths = []
+    with tempfile.TemporaryDirectory() as scratch:
+        previous = None
+        for level, fraction in enumerate(fractions):
+            fidelity = super_full if fraction >= 1 else replace(super_full, step_fraction=fraction)
+            checkpoint = str(Path(scratch) / f"super-{level}")
+            start = time.perf_counter()
+            oneshot = train_super_adapter(runner, space, fidelity, TrainingConfig(), args.seed,
+                                          resume_from=previous, checkpoint_to=checkpoint)
+            trained = time.perf_counter() - start
+            previous = checkpoint
+            scores, seconds = [], []
+            for _, point in points:
+                start = time.perf_counter()
+                scores.append(oneshot.score(point, full))
+                seconds.append(time.perf_counter() - start)
+            lengths.append({"fraction": fraction, "steps": oneshot.meta["steps"], "train_s": round(trained, 2),
+                            "largest_metric": oneshot.meta["largest_metrics"].get(metric),
+                            "scores": [{"metric": s.get(metric), "eval_loss": s["eval_loss"]} for s in scores],
+                            "score_s_mean": statistics.mean(seconds)})
+            print(json.dumps({k: v for k, v in lengths[-1].items() if k != "scores"}), flush=True)
+            del oneshot
+
+    # every point stand-alone at full fidelity
+    rows = []
+    for index, (origin, point) in enumerate(points):
+        result = evaluator(point, full, args.seed)
+        rows.append({"point": index, "origin": origin, "description": point.describe(), "spec": point.to_dict(),
+                     "params": count_trainable_params(point, base.config), "metric": result.metrics.get(metric),
+                     "status": result.status, "reason": result.reason, "trivial": result.trivial,
+                     "trivial_metric": result.trivial_metric, "stderr": result.metric_stderr,
+                     "steps": result.steps, "wall_s": round(result.wall_seconds, 2)})
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "spec"}), flush=True)
+
+    ok = [i for i, r in enumerate(rows) if r["metric"] is not None and math.isfinite(r["metric"])]
+    truth = [rows[i]["metric"] for i in ok]
+    for length in lengths:
+        length["vs_standalone"] = correlations([length["scores"][i]["metric"] for i in ok], truth)
+        length["loss_vs_standalone"] = correlations([-length["scores"][i]["eval_loss"] for i in ok], truth)
+        length["super_cost_ratio"] = None
+    lora = next((r for r in rows if r["origin"] == "lora" and r["metric"] is not None), None)
+    walls = [r["wall_s"] for r in rows if r["metric"] is not None]
+    cumulative = 0.0
+    for length in lengths:
+        cumulative += length["train_s"]
+        length["train_s_total"] = round(cumulative, 2)
+        length["super_cost_ratio"] = cumulative / lora["wall_s"] if lora else None
+        length["score_share_of_trial"] = length["score_s_mean"] / statistics.mean(walls) if walls else None
+    return {"task": task, "commit": C.COMMIT, "metric": metric, "full": full.to_dict(),
+            "super": super_full.to_dict(), "points": rows, "lengths": lengths,
+            "params_vs_standalone": correlations([rows[i]["params"] for i in ok], truth),
+            "standalone_spread": statistics.stdev(truth) if len(truth) > 1 else None,
+            "stderr": rows[ok[0]]["stderr"] if ok else None,
+            "trivial_metric": rows[ok[0]]["trivial_metric"] if ok else None,
+            "trivial_share": sum(1 for i in ok if rows[i]["trivial"]) / len(ok) if ok else None,
+            "lora_r8_wall_s": lora["wall_s"] if lora else None,
+            "standalone_wall_s_mean": statistics.mean(walls) if walls else None}
+
+
+def markdown(args, data: dict) -> list[str]:
+    lines = ["# One-shot screening: super-adapter score vs stand-alone training (MiniLM)", "",
+             f"Space `{args.space}`; {args.points} points per task (the baselines it expresses, then uniform draws; "
+             "each module type's default rate). One-shot: the point's slice of one super-adapter, scored on the "
+             "validation examples a trial is scored on, no training. Stand-alone: the point trained alone at full "
+             f"fidelity (seed {args.seed}). ρ / τ: Spearman / Kendall over the points; `loss` ranks by the one-shot "
+             "eval loss instead of the metric; `params` is the parameter count alone (the \"bigger is better\" "
+             "guess). Super cost: its training so far / one stand-alone LoRA r8 training (same run); score cost: one "
+             "one-shot score / the mean stand-alone training.", ""]
+    rows = []
+    for t in data["tasks"]:
+        for length in t["lengths"]:
+            c, loss = length["vs_standalone"], length["loss_vs_standalone"]
+            rows.append([t["task"], f"{length['fraction']:g} ({length['steps']} steps)", c["n"],
+                         C.fmt(c["spearman"], 2), C.fmt(c["kendall"], 2), C.fmt(loss["spearman"], 2),
+                         C.fmt(t["params_vs_standalone"]["spearman"], 2), C.fmt(length["super_cost_ratio"], 2),
+                         f"{C.fmt(length['score_s_mean'], 2)} s ({100 * length['score_share_of_trial']:.1f} %)"])
+    lines += C.table(["task", "super-adapter length (steps)", "points", "ρ", "τ", "ρ loss", "ρ params",
+                      "super cost (× LoRA r8)", "one score (% of a trial)"], rows)
+    for t in data["tasks"]:
+        full = t["full"]
+        lines += ["", f"## {t['task']}", "",
+                  f"Full fidelity: {full['train_examples'] or 'all'} examples × {full['epochs']:g} epochs, batch "
+                  f"{full['batch_size']}, length {full['max_length']}; {full['eval_examples'] or 'all'} validation "
+                  f"examples (standard error {C.fmt(t['stderr'])}, trivial score {C.fmt(t['trivial_metric'])}). "
+                  f"Stand-alone spread (std over the points) {C.fmt(t['standalone_spread'])}; trivial share "
+                  f"{C.fmt(t['trivial_share'], 2)}; LoRA r8 stand-alone {C.fmt(t['lora_r8_wall_s'], 1)} s, mean "
+                  f"trial {C.fmt(t['standalone_wall_s_mean'], 1)} s. Super-adapter: up to "
+                  f"{t['super']['epochs']:g} epochs of the same examples.", ""]
+        headers = ["#", "origin", "point", "params", f"stand-alone {t['metric']}"] + [
+            f"one-shot @{length['fraction']:g}" for length in t["lengths"]]
+        lines += C.table(headers, [[r["point"], r["origin"], r["description"], f"{r['params']:,}",
+                                    C.fmt(r["metric"]) + (" (t)" if r["trivial"] else "")]
+                                   + [C.fmt(length["scores"][r["point"]]["metric"]) for length in t["lengths"]]
+                                   for r in t["points"]])
+        failed = [r for r in t["points"] if r["reason"]]
+        if failed:
+            lines += ["", "Failed: " + "; ".join(f"#{r['point']}: {r['reason']}" for r in failed)]
+        lines += ["", "(t): no better than the trivial predictor by one standard error."]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", help=f"comma-separated: {', '.join(C.TASKS)}")
+    parser.add_argument("--space", help="a space of search_spaces/ (default: default)")
+    parser.add_argument("--points", type=int, help="points per task")
+    parser.add_argument("--train-examples", help="'2000' for every task or 'sst2=3000,rte=all'")
+    parser.add_argument("--epochs", type=float, help="stand-alone (full fidelity) epochs")
+    parser.add_argument("--max-length", type=int, help="0: per task (sst2 64, rte 128, trec 64)")
+    parser.add_argument("--eval-examples", type=int, help="validation examples scored (0: all)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--super-epochs", type=float, help="the super-adapter's training, in multiples of the "
+                                                           "stand-alone epochs")
+    parser.add_argument("--super-fractions", help="lengths (fractions of its steps) at which the points are scored")
+    parser.add_argument("--seed", type=int, default=0)
+    args = C.parse_args(parser, PRESETS, argv, "oneshot")
+    started = time.perf_counter()
+    C.quiet()
+    data = {"tasks": [run_task(args, task) for task in C.csv(args.tasks)]}
+    if args.size == "medium":
+        data = C.merge_tasks(args, data, ("tasks",))
+    C.write(args, data, markdown(args, data), started)
+
+
+if __name__ == "__main__":
+    main()
