@@ -41,7 +41,7 @@ PRESETS = {
                   eval_examples=500, batch_size=16, super_epochs=2.0, super_fractions="0.25,0.5,1"),
     # bench_quality's / bench_fidelity's medium full fidelity
     "medium": dict(tasks="sst2,rte,trec", space="default", points=30, train_examples="sst2=3000,rte=all,trec=3000",
-                   epochs=2.0, max_length=0, eval_examples=500, batch_size=16, super_epochs=4.0,
+                   epochs=2.0, max_length=0, eval_examples=500, batch_size=16, super_epochs=2.0,
                    super_fractions="0.25,0.5,1"),
 }
 

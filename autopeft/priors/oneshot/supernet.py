@@ -61,6 +61,7 @@ class SuperAdapter:
         self.active: PeftPoint | None = None
         self.pinned: PeftPoint | None = None         # what eval-mode forwards compute (None: the largest)
         self._sampling = False
+        self._by_holder: dict[nn.Module, list[Nest]] = {}   # a tuner layer -> the nests it holds
 
     # ------------------------------------------------------------------ the space
     @staticmethod
@@ -158,6 +159,9 @@ class SuperAdapter:
             nest_cls = NESTS[module.type]
             for site in get_module_type(module.type).nested_sites(module, self.target):
                 self.nests[(module.type, site)] = nest_cls(self._holder(site, nest_cls))
+        self._by_holder = {}
+        for nest in self.nests.values():
+            self._by_holder.setdefault(nest.holder, []).append(nest)
         self.model.register_forward_pre_hook(self._before_forward)
         self.active = self.largest
         return self.model
@@ -187,6 +191,10 @@ class SuperAdapter:
         for key, nest in self.nests.items():
             size, module = wanted.get(key, (0, None))
             nest.set(size, module)
+        for holder, nests in self._by_holder.items():
+            # a tuner layer whose modules are all off skips them (PEFT's per-layer switch): no compute spent on
+            # zeros, and no gradient, so AdamW's momentum does not move weights the step did not use
+            holder._disable_adapters = all(nest.size == 0 for nest in nests)
 
     def pin(self, point: PeftPoint | None) -> None:
         """What the model computes outside training (scoring); None: the largest configuration."""
