@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -46,8 +47,9 @@ PRESETS = {
 }
 
 
-def points_of(space, count: int, seed: int) -> list[tuple[str, object]]:
-    """(origin, point): the baselines the space expresses, then distinct uniform draws; training dims dropped."""
+def points_of(space, count: int, seed: int, screened) -> list[tuple[str, object]]:
+    """(origin, point): the baselines the space expresses, then distinct uniform draws; training dims dropped and
+    module types the super-adapter leaves out switched off (``screened``), so both sides score the same point."""
     import numpy as np
 
     from autopeft.search.engine import point_key
@@ -57,7 +59,7 @@ def points_of(space, count: int, seed: int) -> list[tuple[str, object]]:
     chosen, seen = [], set()
 
     def add(origin, point):
-        point = PeftPoint(point.modules)   # the types' default rates: a one-shot score cannot rank rates
+        point = PeftPoint(screened(point).modules)   # the types' default rates: a one-shot score cannot rank rates
         if not point.is_empty and point_key(point) not in seen and len(chosen) < count:
             seen.add(point_key(point))
             chosen.append((origin, point))
@@ -87,18 +89,16 @@ def correlations(xs: list[float], ys: list[float]) -> dict:
 def run_task(args, task: str) -> dict:
     import statistics
 
-    from autopeft.priors.oneshot import train_super_adapter
+    from autopeft.priors.oneshot import SuperAdapter, train_super_adapter
     from autopeft.space import SearchSpace, count_trainable_params
-    from autopeft.trial import Fidelity, TrainingConfig
+    from autopeft.trial import TrainingConfig
 
     data, base = C.load(task)
     space = SearchSpace.from_file(C.space_path(args.space), base.config)
-    full = Fidelity(train_examples=C.per_task(args.train_examples, [task])[task], epochs=args.epochs,
-                    max_length=args.max_length or C.TASKS[task][1], eval_examples=args.eval_examples or None,
-                    batch_size=args.batch_size)
+    full = _full_fidelity(args, task)
     C.load(task, tokenize_length=full.max_length)
     metric = data.spec.metric
-    points = points_of(space, args.points, args.seed)
+    points = points_of(space, args.points, args.seed, SuperAdapter(space, base.kind).screened)
 
     # the super-adapter, continued through its lengths, every point scored one-shot after each
     evaluator = C.runner_evaluator(base, data, None)
@@ -164,6 +164,90 @@ def run_task(args, task: str) -> dict:
             "standalone_wall_s_mean": statistics.mean(walls) if walls else None}
 
 
+def run_search_comparison(args, task: str) -> dict:
+    """The default search vs the same search started by one-shot screening (``--prior oneshot``, fewer trials so
+    that the two cost about the same), both at LoRA r8's parameter count, no final stage; every front point of
+    both retrained with ``--search-seeds`` seeds (test split); costs as ratios to one LoRA r8 training here."""
+    import statistics
+
+    import bench_quality as Q
+    import numpy as np
+
+    from autopeft.search import records as R
+    from autopeft.search.pareto import hypervolume, reference_point
+    from autopeft.search.results import load_results
+    from autopeft.space import PeftPoint, count_trainable_params
+
+    # an empty prior cache: the screened search pays for its super-adapter, as a first search does
+    os.environ["AUTOPEFT_CACHE"] = tempfile.mkdtemp(prefix="bench-oneshot-cache-")
+    data, base = C.load(task)
+    full = _full_fidelity(args, task)
+    C.load(task, tokenize_length=full.max_length)
+    budget = count_trainable_params(Q.hand_made(base.config)["lora"][1], base.config)
+    evaluator = C.runner_evaluator(base, data, None)
+    args.search_trials, args.lr = args.default_trials, None
+    searches = [Q.default_search(args, task, full, budget, "oneshot-cmp-default")]
+    args.search_trials = args.oneshot_trials
+    searches.append(Q.default_search(args, task, full, budget, "oneshot-cmp-oneshot", prior=["oneshot"],
+                                     screen_evaluations=args.screen_evaluations,
+                                     screen_candidates=args.screen_candidates, screen_epochs=args.screen_epochs))
+    lora_walls, fronts = [], []
+    for seed in range(args.search_seeds):
+        lora_walls.append(evaluator(Q.hand_made(base.config)["lora"][1], full, seed).wall_seconds)
+    for search in searches:
+        results = load_results(search["run"])
+        front = []
+        for record in results.front:
+            point = PeftPoint.from_dict(record.attrs[R.POINT])
+            tests = [evaluator(point, full, seed, evaluate_test=True).test_metrics.get(data.spec.metric)
+                     for seed in range(args.search_seeds)]
+            front.append({"description": point.describe(), "params": count_trainable_params(point, base.config),
+                          "search_metric": record.values[data.spec.metric], "origin": record.attrs.get(R.ORIGIN),
+                          "test": C.mean_std(tests)})
+            print(json.dumps({"search": search["label"], **front[-1]}), flush=True)
+        fronts.append(front)
+        search["cost_vs_lora_r8"] = search["seconds"] / statistics.mean(lora_walls)
+        search["origins_on_front"] = sorted({f["origin"] for f in front})
+    losses = [np.array([[-f["test"][0], math.log10(f["params"] + 1.0)] for f in front if f["test"][0] is not None])
+              for front in fronts]
+    reference = reference_point(np.vstack([x for x in losses if len(x)]))
+    for search, front, loss in zip(searches, fronts, losses):
+        search["front"] = front
+        search["retrained_hypervolume"] = hypervolume(loss, reference) if len(loss) else 0.0
+        pick = max(front, key=lambda f: f["search_metric"]) if front else None
+        search["pick"] = pick
+    return {"task": task, "commit": C.COMMIT, "metric": data.spec.metric, "budget": budget,
+            "lora_r8_wall_s": statistics.mean(lora_walls), "searches": searches}
+
+
+def _full_fidelity(args, task: str):
+    from autopeft.trial import Fidelity
+
+    return Fidelity(train_examples=C.per_task(args.train_examples, [task])[task], epochs=args.epochs,
+                    max_length=args.max_length or C.TASKS[task][1], eval_examples=args.eval_examples or None,
+                    batch_size=args.batch_size)
+
+
+def markdown_search(data: dict) -> list[str]:
+    lines = ["", "## Search efficiency: the default search vs the same search started by one-shot screening", "",
+             "Both at LoRA r8's parameter count (`--max-params`), default space, `--fidelity auto`, no final stage; "
+             "the screened one with fewer trials, so that super-adapter training and screening are paid for. Every "
+             "front point of both retrained with the seeds below (test split); hypervolume of (test, log10 params) "
+             "against one reference point for both. Pick: the front point with the best search metric.", ""]
+    rows = []
+    for t in data.get("search_comparison", []):
+        for s in t["searches"]:
+            pick = s.get("pick") or {}
+            rows.append([t["task"], s["label"].removeprefix("oneshot-cmp-"), C.fmt(s["cost_vs_lora_r8"], 2),
+                         sum(s["trained_per_stage"].values()), len(s["front"]),
+                         C.fmt(s["retrained_hypervolume"], 4),
+                         f"{pick.get('description', '–')} ({C.fmt(pick.get('params'))})",
+                         C.cell(tuple(pick["test"]) if pick else None, 2), ", ".join(map(str, s["origins_on_front"])),
+                         t["commit"]])
+    return lines + C.table(["task", "search", "cost (× LoRA r8)", "trained", "front", "retrained HV", "pick (params)",
+                            "pick test (2 seeds)", "origins on front", "commit"], rows)
+
+
 def markdown(args, data: dict) -> list[str]:
     lines = ["# One-shot screening: super-adapter score vs stand-alone training (MiniLM)", "",
              f"Space `{args.space}`; {args.points} points per task (the baselines it expresses, then uniform draws; "
@@ -192,7 +276,12 @@ def markdown(args, data: dict) -> list[str]:
                   f"Stand-alone spread (std over the points) {C.fmt(t['standalone_spread'])}; trivial share "
                   f"{C.fmt(t['trivial_share'], 2)}; LoRA r8 stand-alone {C.fmt(t['lora_r8_wall_s'], 1)} s, mean "
                   f"trial {C.fmt(t['standalone_wall_s_mean'], 1)} s. Super-adapter: up to "
-                  f"{t['super']['epochs']:g} epochs of the same examples.", ""]
+                  f"{t['super']['epochs']:g} epochs of the same examples. Commit {t.get('commit') or '?'}.", ""]
+        spread, stderr = t["standalone_spread"], t["stderr"]
+        if spread is not None and stderr is not None and spread < stderr:
+            lines += [f"**The stand-alone points differ by less than the evaluation's standard error** ({spread:.3f} "
+                      f"< {stderr:.3f}): no score can rank them on this task at this fidelity, and ρ here measures "
+                      "noise.", ""]
         headers = ["#", "origin", "point", "params", f"stand-alone {t['metric']}"] + [
             f"one-shot @{length['fraction']:g}" for length in t["lengths"]]
         lines += C.table(headers, [[r["point"], r["origin"], r["description"], f"{r['params']:,}",
@@ -203,6 +292,8 @@ def markdown(args, data: dict) -> list[str]:
         if failed:
             lines += ["", "Failed: " + "; ".join(f"#{r['point']}: {r['reason']}" for r in failed)]
         lines += ["", "(t): no better than the trivial predictor by one standard error."]
+    if data.get("search_comparison"):
+        lines += markdown_search(data)
     return lines
 
 
@@ -220,12 +311,24 @@ def main(argv: list[str] | None = None) -> None:
                                                            "stand-alone epochs")
     parser.add_argument("--super-fractions", help="lengths (fractions of its steps) at which the points are scored")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare-search", action="store_true",
+                        help="instead of the points: the default search vs the one-shot-screened one")
+    parser.add_argument("--default-trials", type=int, default=30, help="--compare-search: the default search's trials")
+    parser.add_argument("--oneshot-trials", type=int, default=20, help="--compare-search: the screened search's")
+    parser.add_argument("--screen-evaluations", type=int, default=60)
+    parser.add_argument("--screen-candidates", type=int, default=6)
+    parser.add_argument("--screen-epochs", type=float, default=1.0)
+    parser.add_argument("--search-seeds", type=int, default=2, help="--compare-search: seeds of each retraining")
+    parser.add_argument("--runs", type=Path, help="--compare-search: folder for the searches")
     args = C.parse_args(parser, PRESETS, argv, "oneshot")
     started = time.perf_counter()
     C.quiet()
-    data = {"tasks": [run_task(args, task) for task in C.csv(args.tasks)]}
+    if args.compare_search:
+        data = {"search_comparison": [run_search_comparison(args, task) for task in C.csv(args.tasks)]}
+    else:
+        data = {"tasks": [run_task(args, task) for task in C.csv(args.tasks)]}
     if args.size == "medium":
-        data = C.merge_tasks(args, data, ("tasks",))
+        data = C.merge_tasks(args, data, ("tasks", "search_comparison"))
     C.write(args, data, markdown(args, data), started)
 
 

@@ -100,9 +100,10 @@ def own_search(args, task: str) -> Path:
     return run_dir
 
 
-def default_search(args, task: str, fidelity, budget: int, label: str) -> dict:
+def default_search(args, task: str, fidelity, budget: int, label: str, **settings) -> dict:
     """A search as a user runs it (default space, --fidelity auto, default trials/sampler, per-type learning rates)
-    whose full fidelity is this benchmark's training and whose --max-params is ``budget``; no final stage."""
+    whose full fidelity is this benchmark's training and whose --max-params is ``budget``; no final stage.
+    ``settings``: more search settings (e.g. ``prior=["oneshot"]``)."""
     import shutil
 
     from autopeft.search import records as R
@@ -120,6 +121,7 @@ def default_search(args, task: str, fidelity, budget: int, label: str) -> dict:
         options["trials"] = args.search_trials
     if args.lr is not None:
         options["lr"] = args.lr
+    options.update(settings)
     started = time.perf_counter()
     run_search(SearchSettings.model_validate(options))
     seconds = time.perf_counter() - started

@@ -234,7 +234,8 @@ def test_settings_are_grouped_in_memory_and_flat_on_disk():
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"prior": "nope"}, "setting 'prior.0': Input should be 'sensitivity', 'heads' or 'oneshot'"),  # the registry's names
+    # the registry's names
+    ({"prior": "nope"}, "setting 'prior.0': Input should be 'sensitivity', 'heads' or 'oneshot'"),
     ({"priors": ["heads"]}, "setting 'priors': Extra inputs are not permitted"),          # a group is not a key
     ({"lr": 0}, "setting 'lr': Input should be greater than 0"),                         # inside a group: flat key
     ({"warmup_pool": "x"}, "setting '': --warmup-pool needs --warmup-size"),
