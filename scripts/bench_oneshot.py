@@ -126,7 +126,8 @@ def run_task(args, task: str) -> dict:
                             "scores": [{"metric": s.get(metric), "eval_loss": s["eval_loss"]} for s in scores],
                             "score_s_mean": statistics.mean(seconds)})
             print(json.dumps({k: v for k, v in lengths[-1].items() if k != "scores"}), flush=True)
-            del oneshot
+            if level < len(fractions) - 1:
+                del oneshot   # the longest-trained one is kept: --inherit starts trainings from its slices
 
     # every point stand-alone at full fidelity
     rows = []
@@ -138,6 +139,15 @@ def run_task(args, task: str) -> dict:
                      "trivial_metric": result.trivial_metric, "stderr": result.metric_stderr,
                      "steps": result.steps, "wall_s": round(result.wall_seconds, 2)})
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "spec"}), flush=True)
+
+    if args.inherit:   # the same trainings, started from the point's slice of the super-adapter (issue 18, item 3)
+        from autopeft.builders import parameter_groups_for
+
+        for row, (_, point) in zip(rows, points):
+            result = runner.run(lambda model, p=point: oneshot.super_adapter.extract(p, model), full, args.seed,
+                                TrainingConfig(), parameter_groups=parameter_groups_for(point))
+            row["inherited_metric"] = result.metrics.get(metric) if result.ok else None
+            print(json.dumps({"point": row["point"], "inherited": row["inherited_metric"]}), flush=True)
 
     ok = [i for i, r in enumerate(rows) if r["metric"] is not None and math.isfinite(r["metric"])]
     truth = [rows[i]["metric"] for i in ok]
@@ -153,7 +163,15 @@ def run_task(args, task: str) -> dict:
         length["train_s_total"] = round(cumulative, 2)
         length["super_cost_ratio"] = cumulative / lora["wall_s"] if lora else None
         length["score_share_of_trial"] = length["score_s_mean"] / statistics.mean(walls) if walls else None
-    return {"task": task, "commit": C.COMMIT, "metric": metric, "full": full.to_dict(),
+    inherited = [(r["inherited_metric"], r["metric"]) for r in rows
+                 if r.get("inherited_metric") is not None and r["metric"] is not None]
+    inherit = None
+    if inherited:
+        gains = [a - b for a, b in inherited]
+        inherit = {"n": len(gains), "mean_gain": statistics.mean(gains),
+                   "std_gain": statistics.stdev(gains) if len(gains) > 1 else 0.0,
+                   "better": sum(1 for g in gains if g > 0), "worse": sum(1 for g in gains if g < 0)}
+    return {"task": task, "commit": C.COMMIT, "metric": metric, "full": full.to_dict(), "inherit": inherit,
             "super": super_full.to_dict(), "points": rows, "lengths": lengths,
             "params_vs_standalone": correlations([rows[i]["params"] for i in ok], truth),
             "standalone_spread": statistics.stdev(truth) if len(truth) > 1 else None,
@@ -186,9 +204,10 @@ def run_search_comparison(args, task: str) -> dict:
     budget = count_trainable_params(Q.hand_made(base.config)["lora"][1], base.config)
     evaluator = C.runner_evaluator(base, data, None)
     args.search_trials, args.lr = args.default_trials, None
-    searches = [Q.default_search(args, task, full, budget, "oneshot-cmp-default")]
+    space = {"space": C.space_path(args.space)}
+    searches = [Q.default_search(args, task, full, budget, "oneshot-cmp-default", **space)]
     args.search_trials = args.oneshot_trials
-    searches.append(Q.default_search(args, task, full, budget, "oneshot-cmp-oneshot", prior=["oneshot"],
+    searches.append(Q.default_search(args, task, full, budget, "oneshot-cmp-oneshot", **space, prior=["oneshot"],
                                      screen_evaluations=args.screen_evaluations,
                                      screen_candidates=args.screen_candidates, screen_epochs=args.screen_epochs))
     lora_walls, fronts = [], []
@@ -210,7 +229,8 @@ def run_search_comparison(args, task: str) -> dict:
         search["origins_on_front"] = sorted({f["origin"] for f in front})
     losses = [np.array([[-f["test"][0], math.log10(f["params"] + 1.0)] for f in front if f["test"][0] is not None])
               for front in fronts]
-    reference = reference_point(np.vstack([x for x in losses if len(x)]))
+    filled = [x for x in losses if len(x)]
+    reference = reference_point(np.vstack(filled)) if filled else None   # no front at all: every trial trivial
     for search, front, loss in zip(searches, fronts, losses):
         search["front"] = front
         search["retrained_hypervolume"] = hypervolume(loss, reference) if len(loss) else 0.0
@@ -230,7 +250,7 @@ def _full_fidelity(args, task: str):
 
 def markdown_search(data: dict) -> list[str]:
     lines = ["", "## Search efficiency: the default search vs the same search started by one-shot screening", "",
-             "Both at LoRA r8's parameter count (`--max-params`), default space, `--fidelity auto`, no final stage; "
+             "Both at LoRA r8's parameter count (`--max-params`), the space above, `--fidelity auto`, no final stage; "
              "the screened one with fewer trials, so that super-adapter training and screening are paid for. Every "
              "front point of both retrained with the seeds below (test split); hypervolume of (test, log10 params) "
              "against one reference point for both. Pick: the front point with the best search metric.", ""]
@@ -258,7 +278,7 @@ def markdown(args, data: dict) -> list[str]:
              "guess). Super cost: its training so far / one stand-alone LoRA r8 training (same run); score cost: one "
              "one-shot score / the mean stand-alone training.", ""]
     rows = []
-    for t in data["tasks"]:
+    for t in data.get("tasks", []):
         for length in t["lengths"]:
             c, loss = length["vs_standalone"], length["loss_vs_standalone"]
             rows.append([t["task"], f"{length['fraction']:g} ({length['steps']} steps)", c["n"],
@@ -267,7 +287,7 @@ def markdown(args, data: dict) -> list[str]:
                          f"{C.fmt(length['score_s_mean'], 2)} s ({100 * length['score_share_of_trial']:.1f} %)"])
     lines += C.table(["task", "super-adapter length (steps)", "points", "ρ", "τ", "ρ loss", "ρ params",
                       "super cost (× LoRA r8)", "one score (% of a trial)"], rows)
-    for t in data["tasks"]:
+    for t in data.get("tasks", []):
         full = t["full"]
         lines += ["", f"## {t['task']}", "",
                   f"Full fidelity: {full['train_examples'] or 'all'} examples × {full['epochs']:g} epochs, batch "
@@ -282,11 +302,17 @@ def markdown(args, data: dict) -> list[str]:
             lines += [f"**The stand-alone points differ by less than the evaluation's standard error** ({spread:.3f} "
                       f"< {stderr:.3f}): no score can rank them on this task at this fidelity, and ρ here measures "
                       "noise.", ""]
+        inherit = t.get("inherit")
+        if inherit:
+            lines += [f"Inherited weights (the same training started from the point's slice of the longest-trained "
+                      f"super-adapter): mean gain {inherit['mean_gain']:+.4f} ± {inherit['std_gain']:.4f} over "
+                      f"{inherit['n']} points, better on {inherit['better']}, worse on {inherit['worse']}.", ""]
         headers = ["#", "origin", "point", "params", f"stand-alone {t['metric']}"] + [
-            f"one-shot @{length['fraction']:g}" for length in t["lengths"]]
+            f"one-shot @{length['fraction']:g}" for length in t["lengths"]] + (["inherited"] if inherit else [])
         lines += C.table(headers, [[r["point"], r["origin"], r["description"], f"{r['params']:,}",
                                     C.fmt(r["metric"]) + (" (t)" if r["trivial"] else "")]
                                    + [C.fmt(length["scores"][r["point"]]["metric"]) for length in t["lengths"]]
+                                   + ([C.fmt(r.get("inherited_metric"))] if inherit else [])
                                    for r in t["points"]])
         failed = [r for r in t["points"] if r["reason"]]
         if failed:
@@ -311,6 +337,8 @@ def main(argv: list[str] | None = None) -> None:
                                                            "stand-alone epochs")
     parser.add_argument("--super-fractions", help="lengths (fractions of its steps) at which the points are scored")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--inherit", action="store_true",
+                        help="also train every point from its slice of the super-adapter (inherited weights)")
     parser.add_argument("--compare-search", action="store_true",
                         help="instead of the points: the default search vs the one-shot-screened one")
     parser.add_argument("--default-trials", type=int, default=30, help="--compare-search: the default search's trials")

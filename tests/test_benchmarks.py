@@ -143,6 +143,26 @@ def test_lr(out):
     assert all(e["default_lr"] in [r["lr"] for r in e["rates"]] for e in data["summary"]) and "prefix 30" in markdown
 
 
+def test_oneshot(out):
+    data, markdown = run("oneshot", out, "--inherit")
+    (task,) = data["tasks"]
+    assert task["inherit"]["n"] == 4 and "Inherited weights" in markdown
+    assert len(task["points"]) == 4 and [p["origin"] for p in task["points"][:3]] == [
+        "lora", "pfeiffer", "parallel_adapter"]
+    assert [len(length["scores"]) for length in task["lengths"]] == [4, 4]
+    assert all(length["super_cost_ratio"] > 0 for length in task["lengths"]) and "ρ params" in markdown
+
+
+def test_oneshot_search_comparison(out, tmp_path):
+    data, markdown = run("oneshot", out, "--compare-search", "--default-trials", "2", "--oneshot-trials", "2",
+                         "--screen-evaluations", "3", "--screen-candidates", "1", "--search-seeds", "1",
+                         "--runs", str(tmp_path / "runs"))
+    (task,) = data["search_comparison"]
+    default, screened = task["searches"]
+    assert default["budget"] == screened["budget"] == 73_728 and screened["cost_vs_lora_r8"] > 0
+    assert "Search efficiency" in markdown
+
+
 @pytest.mark.parametrize("path", sorted(SCRIPTS.glob("bench_*.py")), ids=lambda path: path.stem)
 def test_every_script_has_size_presets_and_main(path, capsys):
     module = script(path.stem.removeprefix("bench_"))

@@ -41,8 +41,8 @@ def oneshot_command(
         "--lr", help="One learning rate for everything (default: each module type's own at its largest size).")] = None,
     points: Annotated[int, typer.Option(help="Configurations drawn from the space to score (besides the "
                                              "baselines it expresses).")] = 20,
-    export: Annotated[int, typer.Option(help="Export the best N scored configurations as adapter folders "
-                                             "(their slices of the super-adapter).")] = 3,
+    export: Annotated[int, typer.Option(help="Export the best N scored configurations (by one-shot loss and "
+                                             "parameters, as the screen picks) as adapter folders.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the training and of the draws.")] = 0,
     trust_remote_code: TrustOpt = False,
 ):
@@ -59,7 +59,7 @@ def oneshot_command(
     from autopeft.priors.oneshot import SuperAdapter, load_or_train_super_adapter
     from autopeft.search.engine import point_key
     from autopeft.search.initial_design import BASELINES, baseline_params
-    from autopeft.search.priors.oneshot import Screened, best_candidates
+    from autopeft.search.priors.oneshot import RANK_BY, Screened, best_candidates
     from autopeft.space import SearchSpace, count_trainable_params
     from autopeft.space.schema import resolve_space_path
     from autopeft.trial import Fidelity, TrainingConfig, TrialRunner
@@ -96,11 +96,11 @@ def oneshot_command(
             if point.is_empty or point_key(point) in seen:
                 continue
             seen.add(point_key(point))
-            value = oneshot.score(point)[oneshot.metric]
-            scored.append((origin, point, Screened({}, point.describe(), value,
+            metrics = oneshot.score(point)
+            scored.append((origin, point, Screened({}, point.describe(), metrics[RANK_BY], metrics[oneshot.metric],
                                                    count_trainable_params(point, model_config),
-                                                   trivial.is_trivial(value))))
-    best = best_candidates([s for _, _, s in scored], export, oneshot.higher_is_better)
+                                                   trivial.is_trivial(metrics[oneshot.metric]))))
+    best = best_candidates([s for _, _, s in scored], export)
     exported = [(origin, point, s) for origin, point, s in scored if any(s is b for b in best)]
 
     def write(staging: Path) -> None:
@@ -112,19 +112,18 @@ def oneshot_command(
             "model": model, "task": task_data.name, "space": search_space.source, "metric": oneshot.metric,
             "cached": oneshot.cached, "meta": oneshot.meta, "trivial": trivial.value,
             "scores": [{"origin": origin, "point": point.to_dict(), "description": s.description,
-                        "params": s.adapter_params, "score": s.score, "trivial": s.trivial,
+                        "params": s.adapter_params, "score": s.score, "loss": s.loss, "trivial": s.trivial,
                         "exported": next((f"slice-{i}" for i, e in enumerate(exported) if e[2] is s), None)}
                        for origin, point, s in scored]}, indent=2, default=str))
 
     _check_out(out)
     write_dir(out, write)
     table = Table(title=f"one-shot {oneshot.metric} on {task_data.name} (trivial {trivial.value:.4f})")
-    for column in ("origin", "configuration", "params", oneshot.metric, "exported"):
-        table.add_column(column, justify="right" if column in ("params", oneshot.metric) else "left")
-    order = sorted(scored, key=lambda e: e[2].score, reverse=oneshot.higher_is_better)
-    for origin, _, s in order:
+    for column in ("origin", "configuration", "params", "loss", oneshot.metric, "exported"):
+        table.add_column(column, justify="right" if column in ("params", "loss", oneshot.metric) else "left")
+    for origin, _, s in sorted(scored, key=lambda e: e[2].loss):   # the screen's order: by one-shot loss
         folder = next((f"slice-{i}" for i, e in enumerate(exported) if e[2] is s), "")
-        table.add_row(origin, s.description, f"{s.adapter_params:,}",
+        table.add_row(origin, s.description, f"{s.adapter_params:,}", f"{s.loss:.4f}",
                       f"{s.score:.4f}" + (" (trivial)" if s.trivial else ""), folder)
     Console().print(table)
     meta = oneshot.meta

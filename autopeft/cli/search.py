@@ -151,11 +151,12 @@ SETTINGS_FLAGS: FlagGroup = {
     "sensitive_layers": Annotated[Optional[int], typer.Option(
         help="Sensitivity: place modules only in the K most sensitive layers.")],
     "screen_evaluations": Annotated[Optional[int], typer.Option(
-        help="One-shot: configurations the screen scores on the super-adapter (default 300).")],
+        help="One-shot: configurations the screen scores on the super-adapter (default 60; each costs one pass over "
+             "the validation examples).")],
     "screen_candidates": Annotated[Optional[int], typer.Option(
         help="One-shot: the best screened configurations that start the search (default 6).")],
     "screen_epochs": Annotated[Optional[float], typer.Option(
-        help="One-shot: the super-adapter's training in multiples of the full fidelity's epochs (default 2).")],
+        help="One-shot: the super-adapter's training in multiples of the full fidelity's epochs (default 1).")],
     "subset_strategy": Annotated[Optional[str], typer.Option(
         help=f"Data selection for each trial's training subset: {STRATEGY_CHOICES} "
              "(default: a seeded random draw per trial).")],

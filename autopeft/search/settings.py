@@ -237,9 +237,12 @@ class PriorSettings(SettingsGroup):
     prior_batches: int = Field(16, ge=1)                 # sensitivity: batches of gradient² (SPT's default)
     prior_budgets: CommaList = Field(default_factory=lambda: ["0.1%", "0.5%", "1%"])  # SPT points to start from
     sensitive_layers: Optional[int] = Field(None, ge=1)  # restrict placement to the K most sensitive layers
-    screen_evaluations: int = Field(300, ge=1)           # oneshot: configurations NSGA-II scores on the super-adapter
-    screen_candidates: int = Field(6, ge=1)              # oneshot: the best of them that start the search
-    screen_epochs: float = Field(2.0, gt=0, allow_inf_nan=False)  # oneshot: super-adapter training, x full epochs
+    # oneshot: configurations NSGA-II scores on the super-adapter (a score is one pass over the validation examples:
+    # ~1 s for 500 on MiniLM, 2 CPU cores), the best of them that start the search, and the super-adapter's training
+    # in multiples of the full fidelity's epochs (1: about 1.4x one LoRA r8 training, benchmarks/medium/oneshot.md)
+    screen_evaluations: int = Field(60, ge=1)
+    screen_candidates: int = Field(6, ge=1)
+    screen_epochs: float = Field(1.0, gt=0, allow_inf_nan=False)
     subset_strategy: Optional[StrategyName] = None    # data selection for the fidelity's training subset (None: random)
     embedding_model: Optional[str] = None    # embeddings for data selection (None: the model being tuned)
     warmup_pool: CommaList = Field(default_factory=list)  # datasets whose texts the adapter warms up on (GOT-D)
