@@ -156,6 +156,10 @@ def run_task(args, task: str) -> dict:
         length["loss_vs_standalone"] = correlations([-length["scores"][i]["eval_loss"] for i in ok], truth)
         length["super_cost_ratio"] = None
     lora = next((r for r in rows if r["origin"] == "lora" and r["metric"] is not None), None)
+    if lora is None:   # a space without LoRA r8: the cost reference is trained here, once
+        import bench_quality as Q
+
+        lora = {"wall_s": evaluator(Q.hand_made(base.config)["lora"][1], full, args.seed).wall_seconds}
     walls = [r["wall_s"] for r in rows if r["metric"] is not None]
     cumulative = 0.0
     for length in lengths:
@@ -226,7 +230,8 @@ def run_search_comparison(args, task: str) -> dict:
             print(json.dumps({"search": search["label"], **front[-1]}), flush=True)
         fronts.append(front)
         search["cost_vs_lora_r8"] = search["seconds"] / statistics.mean(lora_walls)
-        search["origins_on_front"] = sorted({f["origin"] for f in front})
+        origins = first_origins(results)
+        search["origins_on_front"] = sorted({origins.get(record.key, "?") for record in results.front})
     losses = [np.array([[-f["test"][0], math.log10(f["params"] + 1.0)] for f in front if f["test"][0] is not None])
               for front in fronts]
     filled = [x for x in losses if len(x)]
@@ -238,6 +243,20 @@ def run_search_comparison(args, task: str) -> dict:
         search["pick"] = pick
     return {"task": task, "commit": C.COMMIT, "metric": data.spec.metric, "budget": budget,
             "lora_r8_wall_s": statistics.mean(lora_walls), "searches": searches}
+
+
+def first_origins(results) -> dict:
+    """Point key -> where the point entered the search (baseline, quasi-random, prior, sampler): its origin at the
+    first stage it appears in, not the "promoted from" of the rungs above."""
+    from autopeft.search import records as R
+
+    origins = {}
+    for records in results.stages.values():   # lowest rung first
+        for record in records:
+            origin = record.attrs.get(R.ORIGIN)
+            if record.key is not None and origin and not str(origin).startswith("promoted"):
+                origins.setdefault(record.key, origin)
+    return origins
 
 
 def _full_fidelity(args, task: str):
@@ -253,7 +272,8 @@ def markdown_search(data: dict) -> list[str]:
              "Both at LoRA r8's parameter count (`--max-params`), the space above, `--fidelity auto`, no final stage; "
              "the screened one with fewer trials, so that super-adapter training and screening are paid for. Every "
              "front point of both retrained with the seeds below (test split); hypervolume of (test, log10 params) "
-             "against one reference point for both. Pick: the front point with the best search metric.", ""]
+             "against one reference point for both. Pick: the front point with the best search metric. Origins: "
+             "where the front's points entered the search (a `prior:oneshot` one came from the screen).", ""]
     rows = []
     for t in data.get("search_comparison", []):
         for s in t["searches"]:
@@ -268,7 +288,30 @@ def markdown_search(data: dict) -> list[str]:
                             "pick test (2 seeds)", "origins on front", "commit"], rows)
 
 
+def _noise_verdict(t: dict) -> list[str]:
+    """Whether the stand-alone points differ by more than one evaluation's standard error at their own level (not at
+    the trivial score's): below it, no score can rank them and ρ measures noise."""
+    import statistics
+
+    from autopeft.data.metrics import metric_stderr
+
+    metrics = [r["metric"] for r in t["points"] if r["metric"] is not None]
+    if len(metrics) < 2 or t["standalone_spread"] is None:
+        return []
+    stderr = metric_stderr(t["metric"], statistics.mean(metrics), t["full"]["eval_examples"] or 10**9)
+    spread = t["standalone_spread"]
+    if spread < stderr:
+        return [f"**The stand-alone points differ by less than one evaluation's standard error** (spread {spread:.3f} "
+                f"< {stderr:.3f} at their mean): no score can rank them on this task at this fidelity, and ρ here "
+                "measures noise.", ""]
+    return [f"The stand-alone points' spread is {spread / stderr:.1f} standard errors of one evaluation ({spread:.3f} "
+            f"vs {stderr:.3f} at their mean): a ranking is measurable, if noisily.", ""]
+
+
 def markdown(args, data: dict) -> list[str]:
+    if not data.get("tasks"):
+        return (["# One-shot screening: search efficiency (MiniLM)", "", f"Space `{args.space}`."]
+                + markdown_search(data))
     lines = ["# One-shot screening: super-adapter score vs stand-alone training (MiniLM)", "",
              f"Space `{args.space}`; {args.points} points per task (the baselines it expresses, then uniform draws; "
              "each module type's default rate). One-shot: the point's slice of one super-adapter, scored on the "
@@ -285,8 +328,9 @@ def markdown(args, data: dict) -> list[str]:
                          C.fmt(c["spearman"], 2), C.fmt(c["kendall"], 2), C.fmt(loss["spearman"], 2),
                          C.fmt(t["params_vs_standalone"]["spearman"], 2), C.fmt(length["super_cost_ratio"], 2),
                          f"{C.fmt(length['score_s_mean'], 2)} s ({100 * length['score_share_of_trial']:.1f} %)"])
-    lines += C.table(["task", "super-adapter length (steps)", "points", "ρ", "τ", "ρ loss", "ρ params",
-                      "super cost (× LoRA r8)", "one score (% of a trial)"], rows)
+    if rows:
+        lines += C.table(["task", "super-adapter length (steps)", "points", "ρ", "τ", "ρ loss", "ρ params",
+                          "super cost (× LoRA r8)", "one score (% of a trial)"], rows)
     for t in data.get("tasks", []):
         full = t["full"]
         lines += ["", f"## {t['task']}", "",
@@ -297,11 +341,7 @@ def markdown(args, data: dict) -> list[str]:
                   f"{C.fmt(t['trivial_share'], 2)}; LoRA r8 stand-alone {C.fmt(t['lora_r8_wall_s'], 1)} s, mean "
                   f"trial {C.fmt(t['standalone_wall_s_mean'], 1)} s. Super-adapter: up to "
                   f"{t['super']['epochs']:g} epochs of the same examples. Commit {t.get('commit') or '?'}.", ""]
-        spread, stderr = t["standalone_spread"], t["stderr"]
-        if spread is not None and stderr is not None and spread < stderr:
-            lines += [f"**The stand-alone points differ by less than the evaluation's standard error** ({spread:.3f} "
-                      f"< {stderr:.3f}): no score can rank them on this task at this fidelity, and ρ here measures "
-                      "noise.", ""]
+        lines += _noise_verdict(t)
         inherit = t.get("inherit")
         if inherit:
             lines += [f"Inherited weights (the same training started from the point's slice of the longest-trained "
@@ -318,8 +358,6 @@ def markdown(args, data: dict) -> list[str]:
         if failed:
             lines += ["", "Failed: " + "; ".join(f"#{r['point']}: {r['reason']}" for r in failed)]
         lines += ["", "(t): no better than the trivial predictor by one standard error."]
-    if data.get("search_comparison"):
-        lines += markdown_search(data)
     return lines
 
 
