@@ -1,13 +1,13 @@
 """``--prior oneshot``: one-shot screening. A super-adapter of the (final) space is trained once
-(:mod:`autopeft.priors.oneshot`, cached), NSGA-II explores the space on (one-shot score, exact parameter count) for
-``--screen-evaluations`` scores, and the ``--screen-candidates`` most promising configurations of that screen (by
-non-dominated rank, ties by hypervolume contribution, as MO-ASHA promotes) start the search: they are trained
+(:mod:`autopeft.priors.oneshot`, cached), NSGA-II explores the space on (one-shot validation loss, exact parameter
+count) for ``--screen-evaluations`` scores, and the ``--screen-candidates`` most promising configurations of that
+screen (the one-shot front from its lowest loss down, then the next front) start the search: they are trained
 stand-alone through the rungs like every other point.
 
 Screening ignores what a super-adapter cannot tell apart: module types it leaves out are off, and training dimensions
-(``lr_scale``, rates) take their neutral value in the points it hands over. Why NSGA-II: a one-shot score costs a
-fraction of a second, so a population-based sampler can spend hundreds of them, and Optuna's runs without a
-surrogate's per-step cost.
+(``lr_scale``, rates) take their neutral value in the points it hands over. Why NSGA-II: a one-shot score costs one
+pass over the validation examples, no training, so a population-based sampler can spend dozens of them on a CPU and
+thousands on a GPU, and Optuna's runs without a surrogate's per-step cost.
 """
 
 from __future__ import annotations
@@ -131,14 +131,21 @@ def _switch_off(space, params: dict, left_out: dict) -> dict:
 
 
 def best_candidates(screened: list[Screened], count: int) -> list[Screened]:
-    """The ``count`` most promising non-trivial ones: by non-dominated rank of (loss, log parameters), ties by larger
-    hypervolume contribution, which favours points spread along the front over neighbours."""
+    """The ``count`` most promising non-trivial ones: the one-shot front of (loss, parameters) from its lowest loss
+    down, then the next front the same way.
+
+    Why not hypervolume contributions (MO-ASHA's tie-break): they favour a front's extremes, and the cheap extreme of a
+    (loss, parameters) front is always the tiniest configurations. Measured: a screen that handed over by
+    contribution gave the search its 6 smallest points (2k-46k parameters), all at the majority class at the first
+    rung; the search's own quasi-random and sampler points already cover small sizes, the screen is there for
+    quality."""
     import numpy as np
 
-    from autopeft.search.pareto import promotion_order
+    from autopeft.search.pareto import nondominated_ranks
 
     screened = [s for s in screened if not s.trivial]
     if not screened:
         return []
     losses = np.array([[s.loss, math.log10(s.adapter_params + 1.0)] for s in screened])
-    return [screened[i] for i in promotion_order(losses)[:count]]
+    order = np.lexsort((losses[:, 0], nondominated_ranks(losses)))
+    return [screened[i] for i in order[:count]]
