@@ -175,9 +175,12 @@ def test_a_search_whose_driver_died_resumes_from_its_storage(cluster, inputs, tm
 
     main(["search", *args])  # the same command again; an error would exit 2
     trials = _trials(out)
-    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 4
     info = read_run_info(out)
     study = optuna.load_study(study_name=R.rung_study_name(info.study_name, 0), storage=info.open_storage())
+    # the budget's 4 configurations: trained, or a random re-proposal of a point running at that moment, which is
+    # pruned as its duplicate instead of trained twice (the tiny space makes that likely with 2 at a time)
+    duplicates = sum(1 for t in study.trials if t.user_attrs.get(R.DUPLICATE_OF) is not None)
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) + duplicates == 4
     interrupted = [t for t in study.trials if t.user_attrs.get(R.STATUS) == "interrupted"]
     assert interrupted, "the trials the dead driver left running were not recorded"
 
