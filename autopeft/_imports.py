@@ -19,8 +19,10 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "botorch": ("BoTorch", "botorch"),
     "deepspeed": ("DeepSpeed", "deepspeed"),
     "matplotlib": ("matplotlib", "report"),
+    "mlflow": ("MLflow", "mlflow"),
     "plotly": ("plotly", "report"),
     "ray": ("Ray Tune", "ray"),
+    "wandb": ("Weights & Biases", "wandb"),
 }
 """Optional package -> (its name in messages, the extra of pyproject.toml that installs it)."""
 

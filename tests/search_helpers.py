@@ -34,6 +34,13 @@ def write_tiny_model(folder: Path, **config) -> str:
     return str(folder)
 
 
+def write_search_inputs(base: Path) -> dict[str, str]:
+    """The tiny model, the tiny task and the LoRA space in ``base``: what a search test passes as flags."""
+    (base / "space.yaml").write_text(LORA_SPACE)
+    return {"model": write_tiny_model(base / "model"), "dataset": write_tiny_task(base / "task"),
+            "space": str(base / "space.yaml")}
+
+
 def write_tiny_task(folder: Path, rows: int = 64) -> str:
     """Sentiment-like sentences; the label is decided by the words, so a little training helps."""
     rng = random.Random(0)

@@ -86,6 +86,7 @@ def test_ray_search_runs_two_trials_at_a_time_and_stores_what_local_stores(clust
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in remote)
     assert {frozenset(t.user_attrs) for t in remote} == {frozenset(t.user_attrs) for t in local}
     assert {frozenset(t.user_attrs[R.RESULT]) for t in remote} == {frozenset(t.user_attrs[R.RESULT]) for t in local}
+    assert all(t.intermediate_values for t in remote + local)   # the loss curve comes back from the Ray workers too
     spans = sorted((t.user_attrs[R.RESULT]["started_at"],
                     t.user_attrs[R.RESULT]["started_at"] + t.user_attrs[R.RESULT]["wall_seconds"]) for t in remote)
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), f"no two trials overlapped: {spans}"

@@ -72,8 +72,9 @@ def test_flag_group_adds_shared_options_in_place_and_hands_them_over_as_one_dict
     assert seen == {"dataset": "d", "seed": 3, "task": "regression", "prompt_column": ["q", "a"],
                     **{name: None for name in TASK_FLAGS if name not in ("task", "prompt_column")}}
     help_text = CliRunner().invoke(app, ["--help"], terminal_width=200).output
-    assert help_text.index("--dataset ") < help_text.index("--dataset-config") < help_text.index("--metric") \
-        < help_text.index("--seed")
+    # the command's own options first, then the shared ones under their panel, in their order
+    assert help_text.index("--dataset ") < help_text.index("--seed") < help_text.index("Task and data") \
+        < help_text.index("--dataset-config") < help_text.index("--metric")
 
 
 def test_help_lists_what_the_registries_hold():
@@ -86,7 +87,8 @@ def test_help_lists_what_the_registries_hold():
 
     commands = typer.main.get_command(app).commands
     search_help = {param.name: param.help for param in commands["search"].params}
-    assert search_help["sampler"] == f"auto | {' | '.join(SAMPLERS)}."
+    assert search_help["sampler"].startswith("auto (default")
+    assert search_help["sampler"].endswith(f"| {' | '.join(SAMPLERS)}.")
     assert " | ".join(STRATEGIES) in search_help["subset_strategy"]
     assert all(f"{name} ({prior.description})" in search_help["prior"] for name, prior in PRIORS.items())
     assert {param.name: param.help for param in commands["select-data"].params}["strategy"] == " | ".join(STRATEGIES)

@@ -41,6 +41,8 @@ def test_a_resumed_run_equals_the_run_in_one_go(tmp_path):
                     resume=TrainState.load(tmp_path / "ckpt"))
     assert (resumed.steps, resumed.resumed_steps) == (8, 4)
     assert resumed.final_loss == pytest.approx(straight.final_loss, abs=1e-6)
+    assert [step for step, _ in resumed.losses] == [5, 6, 7, 8]   # the loss curve of the steps it trained
+    assert [v for _, v in resumed.losses] == pytest.approx([v for _, v in straight.losses[4:]], abs=1e-6)
     for a, b in zip(whole.parameters(), second.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     # a checkpoint at (or past) the target trains nothing more
@@ -96,6 +98,9 @@ def test_a_promoted_trial_continues_its_checkpoint(tiny_bert_dir, sst2, tmp_path
     assert top.ok, top.reason
     assert (top.steps, top.resumed_steps) == (12, 5) and straight.steps == 12
     assert top.final_train_loss == pytest.approx(straight.final_train_loss, abs=1e-6)
+    assert [step for step, _ in straight.train_losses] == list(range(1, 13))   # the trial's intermediate values
+    assert [step for step, _ in top.train_losses] == list(range(6, 13))
+    assert [v for _, v in top.train_losses] == pytest.approx([v for _, v in straight.train_losses[5:]], abs=1e-6)
     assert top.metrics["eval_loss"] == pytest.approx(straight.metrics["eval_loss"], abs=1e-6)
     from safetensors.torch import load_file
 

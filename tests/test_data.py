@@ -267,6 +267,20 @@ def test_hub_id_offline_fails_fast():
     assert "\n" not in message
 
 
+def test_folder_of_one_data_file_carves_its_splits(tmp_path):
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    (folder / "all.tsv").write_text("text\tlabel\n" + "".join(f"t{i}\t{['bad', 'good'][i % 2]}\n" for i in range(60)))
+    (folder / "PROVENANCE.md").write_text("where the data came from")
+    data = load_task(folder, seed=0)
+    assert data.name == "reviews" and data.spec.label_names == ("bad", "good")
+    assert (len(data.train), len(data.validation), len(data.test)) == (48, 6, 6)
+    assert "carved from train" in data.split_sources["test"]
+    (folder / "more.tsv").write_text("text\tlabel\na\tgood\n")
+    with pytest.raises(DataError, match="no train file"):  # two candidates: which is train is not ours to guess
+        load_task(folder)
+
+
 def test_folder_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("nothing here")
     with pytest.raises(DataError, match="no train file"):

@@ -13,15 +13,12 @@ from autopeft.search import records as R
 from autopeft.search.evaluator import RunnerEvaluator
 from autopeft.search.run import read_run_info
 from autopeft.search.samplers import SAMPLERS
-from tests.search_helpers import LORA_SPACE, interrupt_on_call, lora_builder, write_tiny_model, write_tiny_task
+from tests.search_helpers import interrupt_on_call, lora_builder, write_search_inputs
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    base = tmp_path_factory.mktemp("search-inputs")
-    (base / "space.yaml").write_text(LORA_SPACE)
-    return {"model": write_tiny_model(base / "model"), "dataset": write_tiny_task(base / "task"),
-            "space": str(base / "space.yaml")}
+    return write_search_inputs(tmp_path_factory.mktemp("search-inputs"))
 
 
 @pytest.fixture(autouse=True)
@@ -142,6 +139,7 @@ def test_config_file_with_flags_overriding_it(inputs, tmp_path):
     (["--max-params", "1"], "no point of the space fits --max-params 1"),
     (["--storage", "results.txt"], "neither a URL"),
     (["--storage", "nosuchdb://x/y"], "cannot use storage"),
+    (["--tracking", "neptune"], "setting 'tracking': unknown tracker 'neptune'"),
 ])
 def test_bad_search_input_is_a_one_line_error(inputs, tmp_path, capsys, monkeypatch, extra, message):
     """One line, exit 2, before the model's weights load and before anything is written."""

@@ -47,7 +47,8 @@ class FakeEvaluator:
         params = count_trainable_params(point, self.space.model_config)
         accuracy = 0.5 + 0.4 * (1 - math.exp(-params / 1500)) + 0.05 * (fidelity.train_examples or 1) + 0.002 * seed
         return TrialResult(metrics={"accuracy": accuracy}, test_metrics={"accuracy": accuracy - 0.01},
-                           wall_seconds=0.5, eval_examples_per_second=1000.0 / (1 + params / 1000))
+                           wall_seconds=0.5, eval_examples_per_second=1000.0 / (1 + params / 1000),
+                           train_losses=[[1, 0.7], [2, 0.6 - seed / 100]])
 
 
 def make_engine(tmp_path, evaluator, space=None, study="s", storage=None, **plan):
@@ -373,3 +374,143 @@ def test_botorch_with_a_third_measured_objective_uses_qlogehvi(tmp_path):
     proposed = [r for r in rung0 if r.attrs[R.ORIGIN] == "sampler:botorch"]
     assert len(proposed) >= 3 and all(r.complete and r.values["latency"] > 0 for r in proposed)
     assert len({r.key for r in rung0}) == len(rung0)
+
+
+def _waiting(storage, study="s"):
+    return [t for summary in optuna.get_all_study_summaries(storage) if summary.study_name.startswith(study)
+            for t in optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.WAITING,))]
+
+
+def test_an_initial_design_larger_than_the_trial_budget_leaves_no_waiting_trial_and_is_warned_about(tmp_path):
+    """Issue 19 (10): 1 baseline + 2 Sobol points for a budget of 2 queued 3 points, and the third stayed WAITING; the
+    design is cut to the budget, and the search says that no trial came from the sampler."""
+    space = lora_space()
+    engine, storage = make_engine(tmp_path, FakeEvaluator(space), space, trials=2, sampler="auto")
+    outcome = engine.run()
+    assert not _waiting(storage)
+    rung0 = stage_records(storage)["rung-0"]
+    assert [r.origin for r in rung0] == ["baseline:lora", "quasi-random"] and all(r.trained for r in rung0)
+    assert outcome.origins == {"baseline": 1, "quasi-random": 1}
+    assert outcome.sampler == engine.sampler_name != "auto"
+    assert any("holds 2 of the initial design's points: 1 quasi-random not queued" in n for n in outcome.notes)
+    assert f"sampler: {engine.sampler_name} (auto); trained by origin: 1 baseline, 1 quasi-random" in outcome.notes
+    assert any(n.startswith(f"warning: no trial came from the sampler ({engine.sampler_name})") for n in outcome.notes)
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert study.user_attrs[R.SAMPLER_ATTR] == {"name": engine.sampler_name, "requested": "auto"}
+
+
+def test_the_end_of_search_notes_count_the_sampler_trials_without_a_warning(tmp_path):
+    space = lora_space()
+    engine, storage = make_engine(tmp_path, FakeEvaluator(space), space, trials=5)
+    outcome = engine.run()
+    assert outcome.origins == {"baseline": 1, "quasi-random": 2, "sampler": 2}
+    assert "sampler: random; trained by origin: 1 baseline, 2 quasi-random, 2 sampler" in outcome.notes
+    assert not any("warning" in n for n in outcome.notes) and not _waiting(storage)
+
+
+def test_points_a_time_budget_left_queued_are_not_run_and_queued_again_on_resume(tmp_path):
+    space = lora_space()
+    engine, storage = make_engine(tmp_path, FakeEvaluator(space), space, trials=None, time_budget=1e-6)
+    outcome = engine.run()
+    assert not _waiting(storage)
+    not_run = stage_records(storage)["rung-0"]
+    assert not_run and all(r.state == "pruned" and r.attrs[R.NOT_RUN] and not r.trained for r in not_run)
+    assert "not run: the search ended first (time budget reached)" in not_run[0].attrs[R.REASON]
+    assert any("were not run before the search ended" in n for n in outcome.notes)
+    assert any("warning: no trial came from the sampler" in n for n in outcome.notes)
+
+    evaluator = FakeEvaluator(space)
+    engine, storage = make_engine(tmp_path, evaluator, space, storage=storage, trials=len(not_run) + 1)
+    outcome = engine.run()
+    trained = [r for r in stage_records(storage)["rung-0"] if r.trained]
+    assert [r.origin for r in trained[:len(not_run)]] == [r.origin for r in not_run]   # the design, then the sampler
+    assert trained[-1].origin == "sampler:random" and len(evaluator.calls) == len(not_run) + 1
+    assert not _waiting(storage) and not any("warning" in n for n in outcome.notes)
+
+
+def test_objective_names_and_the_training_loss_per_step_reach_the_optuna_studies(tmp_path):
+    """Issue 19 (9): optuna-dashboard shows 'accuracy' and 'params', not 'Objective 0/1', and each trained trial's
+    loss curve as its intermediate values (Trial.report refuses multi-objective studies)."""
+    space = lora_space()
+    rungs = [Fidelity(train_examples=0.5), Fidelity()]
+    engine, storage = make_engine(tmp_path, FakeEvaluator(space), space, trials=4, rungs=rungs, eta=2,
+                                  final_seeds=1)
+    engine.run()
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    assert names == {"s", "s/rung-1", "s/final"}
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        assert study.metric_names == ["accuracy", "params"]
+    for stage in ("rung-0", "rung-1"):
+        trained = [r for r in stage_records(storage)[stage] if r.trained]
+        assert trained and all("train_losses" not in r.attrs[R.RESULT] for r in trained)
+        study = optuna.load_study(study_name="s" if stage == "rung-0" else "s/rung-1", storage=storage)
+        assert all(study.trials[r.number].intermediate_values == {1: 0.7, 2: 0.6} for r in trained)
+    final = stage_records(storage)["final"]
+    assert final and all("train_losses" not in seed for r in final for seed in r.attrs[R.SEEDS])
+    assert all("train_losses" not in entry["result"] for r in final for name, entry in r.attrs.items()
+               if name.startswith(R.SEED_PREFIX))
+
+
+class RecordingTracker:
+    name = "recording"
+
+    def __init__(self):
+        self.trials, self.closed = [], False
+
+    def log_trial(self, trial):
+        self.trials.append(trial)
+
+    def close(self):
+        self.closed = True
+
+
+def test_trackers_get_every_trained_trial_and_a_failing_tracker_stops_with_a_note(tmp_path):
+    from autopeft.search.tracking import LOSS
+
+    class Failing(RecordingTracker):
+        name = "failing"
+
+        def log_trial(self, trial):
+            raise ConnectionError("cannot reach http://user:secret@tracker.example/api")
+
+    space = lora_space()
+    recording, failing = RecordingTracker(), Failing()
+    plan = SearchPlan(objectives=OBJECTIVES, rungs=[Fidelity()], trials=3, sampler="random", final_seeds=2)
+    storage = optuna.storages.InMemoryStorage()
+    outcome = SearchEngine(space, FakeEvaluator(space), plan, storage, "s", tmp_path,
+                           trackers=[failing, recording]).run()
+    searched = [t for t in recording.trials if t.stage == "rung-0"]
+    final = [t for t in recording.trials if t.stage == "final"]
+    assert len(searched) == 3 and len(final) == len(outcome.front) and recording.closed
+    first = searched[0]
+    assert first.name == "s/rung-0#0" and first.params["origin"] == "baseline:lora"
+    assert first.params["description"] == "lora size 8 on 2 layer(s)" and "lora.size" in " ".join(first.params)
+    assert {"accuracy", "params", "val_accuracy", "test_accuracy"} <= set(first.metrics)
+    assert first.losses == {LOSS: [(1, 0.7), (2, 0.6)]} and first.tags["study"] == "s"
+    assert set(final[0].losses) == {f"{LOSS}_seed_0", f"{LOSS}_seed_1"}
+    assert final[0].metrics["accuracy"] == outcome.front[0].values["accuracy"]
+    stopped = [n for n in outcome.notes if n.startswith("tracking with failing stopped")]
+    assert len(stopped) == 1 and "secret" not in stopped[0] and "the search goes on" in stopped[0]
+
+
+def test_the_summary_names_the_sampler_that_ran_and_counts_trials_by_origin(tmp_path):
+    from autopeft.report import summary_markdown
+    from autopeft.search.results import RunResults
+    from autopeft.search.run import RunInfo
+
+    space = lora_space()
+    for trials, warned in ((2, True), (5, False)):
+        engine, storage = make_engine(tmp_path, FakeEvaluator(space), space, trials=trials, sampler="auto")
+        engine.run()
+        stages = stage_records(storage)
+        stage, front = R.search_front(stages, OBJECTIVES)
+        info = RunInfo(tmp_path, "s", "sqlite:///x.db", False, True, OBJECTIVES, "accuracy", 2,
+                       {"sampler": "auto", "trials": trials}, engine.sampler_name)
+        summary = summary_markdown(RunResults(info, stages, stage, front, stage), [], plots={})
+        assert f"- sampler: {engine.sampler_name} (auto)," in summary
+        assert "## Trials by origin" in summary and "| baselines | 1 | 1 |" in summary
+        assert ("| quasi-random (Sobol) | 1 | 1 |" if warned else "| quasi-random (Sobol) | 2 | 2 |") in summary
+        assert ("**Warning:** no trial came from the sampler" in summary) == warned
+        assert (f"| sampler: {engine.sampler_name} | 2 | 2 |" in summary) == (not warned)

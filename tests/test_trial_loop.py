@@ -92,3 +92,27 @@ def test_a_non_finite_loss_stops_before_the_step():
               seed=0, device=CPU)
     assert caught.value.step == 3 and math.isnan(caught.value.loss)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_the_loss_per_step_is_reported_thinned_to_window_means(monkeypatch):
+    """Issue 19 (9): each step's loss (a trial's intermediate values); a long run averages windows of steps."""
+    from autopeft.trial import loop
+
+    model, inputs, targets = toy_problem()
+    seen = []
+
+    def recording(model, shard):
+        value = mse(inputs, targets)(model, shard)
+        seen.append(value.item())
+        return value
+
+    run = train(model, recording, LENGTHS, training=TrainingConfig(learning_rate=0.05), batch_size=4,
+                total_steps=7, seed=0, device=CPU)
+    assert run.losses == tuple((step + 1, loss) for step, loss in enumerate(seen))
+    monkeypatch.setattr(loop, "MAX_LOSS_POINTS", 3)
+    model, inputs, targets = toy_problem()
+    seen.clear()
+    run = train(model, recording, LENGTHS, training=TrainingConfig(learning_rate=0.05), batch_size=4,
+                total_steps=7, seed=0, device=CPU)
+    assert [step for step, _ in run.losses] == [3, 6, 7]   # windows of ceil(7 / 3) = 3 steps, then the last one
+    assert [loss for _, loss in run.losses] == pytest.approx([np.mean(seen[0:3]), np.mean(seen[3:6]), seen[6]])

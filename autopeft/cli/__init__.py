@@ -18,18 +18,14 @@ PROG = "autopeft"
 
 
 def _quiet_libraries() -> None:
-    """Keep library chatter (load reports, progress bars, deprecations) out of the user's terminal."""
+    """Keep library chatter (load reports, progress bars, deprecations) out of the user's terminal; autopeft's own
+    INFO lines on it (a command's ``--verbose``/``--quiet`` changes that)."""
     import logging
-    import warnings
 
-    from transformers.utils import logging as hf_logging
+    from autopeft.cli.output import configure_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    configure_logging(0)
     logging.getLogger("datasets").setLevel(logging.CRITICAL)  # a failed read is reported once, as our error line
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
-    warnings.filterwarnings("ignore", category=UserWarning, module="ray")  # e.g. a client time-out we report ourselves
 
 
 def one_line(message: str) -> str:

@@ -1,7 +1,8 @@
 """The typer app: every command is registered here, in the order ``autopeft --help`` lists them.
 
 Each command lives in its own module (it parses flags, calls the library, prints) and imports only
-:mod:`autopeft.cli.options` and :mod:`autopeft.cli.output`, never this module.
+:mod:`autopeft.cli.options` and :mod:`autopeft.cli.output`, never this module. Every command that runs work
+takes ``--verbose``/``--quiet`` (:func:`autopeft.cli.output.with_log_flags`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Annotated
 import typer
 
 from autopeft.cli import data, heads, oneshot, priors, search, space, trial
+from autopeft.cli.output import with_log_flags
 
 app = typer.Typer(
     name="autopeft",
@@ -41,12 +43,12 @@ def _options(
     """Find the best parameter-efficient fine-tuning configuration for a model and a task."""
 
 
-app.command()(trial.trial)
-app.command()(search.search)
-app.command()(search.export)
-app.command()(search.report)
-app.command()(priors.sensitivity)
-app.command("select-heads")(heads.select_heads_command)
-app.command("select-data")(data.select_data_command)
-app.command("oneshot")(oneshot.oneshot_command)
+app.command()(with_log_flags(trial.trial))
+app.command()(with_log_flags(search.search))
+app.command()(with_log_flags(search.export))
+app.command()(with_log_flags(search.report))
+app.command()(with_log_flags(priors.sensitivity))
+app.command("select-heads")(with_log_flags(heads.select_heads_command))
+app.command("select-data")(with_log_flags(data.select_data_command))
+app.command("oneshot")(with_log_flags(oneshot.oneshot_command))
 app.add_typer(space.space_app, name="space")

@@ -32,15 +32,37 @@ TASK_FLAGS: FlagGroup = {
         "--dataset-config", help="Hub dataset configuration, e.g. sst2.")],
     "task": Annotated[Optional[str], typer.Option(
         "--task", help="classification | regression | causal_lm (default: detected).")],
-    "text_column": Annotated[Optional[str], typer.Option("--text-column")],
-    "text_pair_column": Annotated[Optional[str], typer.Option("--text-pair-column")],
-    "label_column": Annotated[Optional[str], typer.Option("--label-column")],
+    "text_column": Annotated[Optional[str], typer.Option(
+        "--text-column", help="Input text column (default: detected, e.g. sentence, text).")],
+    "text_pair_column": Annotated[Optional[str], typer.Option(
+        "--text-pair-column", help="Second text of a sentence pair (default: detected, e.g. sentence2).")],
+    "label_column": Annotated[Optional[str], typer.Option(
+        "--label-column", help="Label column (default: detected, e.g. label).")],
     "prompt_column": Annotated[Optional[list[str]], typer.Option(
         "--prompt-column", help="Causal LM prompt column(s); repeat for several.")],
-    "response_column": Annotated[Optional[str], typer.Option("--response-column")],
+    "response_column": Annotated[Optional[str], typer.Option(
+        "--response-column", help="Causal LM answer column, the tokens the loss is on (default: detected).")],
     "metric": Annotated[Optional[str], typer.Option("--metric", help="Primary metric (default: per task).")],
 }
 """How to read the dataset: the flat keys of :class:`autopeft.search.settings.TaskSettings` besides ``dataset``."""
+
+
+TASK_PANEL = "Task and data"
+
+
+def in_panels(flags: FlagGroup, panels: dict[str, tuple[str, ...]], default: str) -> FlagGroup:
+    """The same options, each shown in ``--help`` under its panel (the one whose names list it, else ``default``),
+    so that a command with many options reads as a few short groups."""
+    panel_of = {flag: panel for panel, names in panels.items() for flag in names}
+    unknown = set(panel_of) - set(flags)
+    if unknown:  # a renamed flag would otherwise fall silently into the default panel
+        raise KeyError(f"in_panels: no such flags {sorted(unknown)}")
+    for flag, annotation in flags.items():
+        annotation.__metadata__[0].rich_help_panel = panel_of.get(flag, default)
+    return flags
+
+
+in_panels(TASK_FLAGS, {}, TASK_PANEL)
 
 
 def flag_group(name: str, flags: FlagGroup) -> Callable[[Callable], Callable]:

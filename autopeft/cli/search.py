@@ -11,19 +11,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from autopeft.cli.options import STRATEGY_CHOICES, TASK_FLAGS, FlagGroup, flag_group
-from autopeft.cli.output import console
+from autopeft.cli.options import STRATEGY_CHOICES, TASK_FLAGS, FlagGroup, flag_group, in_panels
+from autopeft.cli.output import console, current_verbosity
 from autopeft.errors import Interrupted
 from autopeft.search.objectives import COST_OBJECTIVES
 from autopeft.search.priors import PRIORS
+from autopeft.search.progress import format_count
 from autopeft.search.samplers import SAMPLERS
-
-
-def _format_count(value: float) -> str:
-    for unit, size in (("M", 1e6), ("k", 1e3)):
-        if value >= size:
-            return f"{value / size:.3g}{unit}"
-    return f"{value:.0f}"
 
 
 def _format_seconds(seconds: float | None) -> str:
@@ -44,45 +38,55 @@ def front_table(front, objectives, title: str) -> Table:
         for objective in objectives:
             value = record.values[objective.name]
             std = (record.attrs.get("values_std") or {}).get(objective.name)
-            text = _format_count(value) if objective.name == "params" else f"{value:.4g}"
+            text = format_count(value) if objective.name == "params" else f"{value:.4g}"
             cells.append(text + (f" ± {std:.2g}" if std and objective.name != "params" else ""))
         table.add_row(record.label, *cells, record.attrs.get("description", ""))
     return table
 
 
 class RichObserver:
-    """Trials done, the current Pareto front and the ETA, on stderr."""
+    """The live display on stderr: new configurations trained (then the final stage's seeds), the front, the best
+    metric, an ETA over everything left, and the current trial's step and loss. Notes and trial lines reach the
+    terminal as log records (:class:`autopeft.cli.output.ConsoleHandler`), so they land in the run's log file too."""
 
-    def __init__(self, progress: Progress, task_id):
+    def __init__(self, progress: Progress, task_id, step_id):
         self.progress = progress
         self.task_id = task_id
+        self.step_id = step_id
+        self.last_step = -1
 
     def on_note(self, message: str) -> None:
-        self.progress.console.print(f"[dim]note:[/dim] {escape(message)}", soft_wrap=True)  # logs keep one line each
+        pass
 
     def on_trial(self, record, progress) -> None:
-        objectives = progress.objectives
-        metric = objectives[0]
-        if record.values is not None:
-            values = record.values
-            outcome = ", ".join(
-                f"{o.name} {_format_count(values[o.name]) if o.name == 'params' else format(values[o.name], '.4g')}"
-                for o in objectives)
-            if record.trivial:  # never promoted, never on a front
-                outcome += f" (trivial: not above the input-blind {format(record.trivial_metric or 0, '.4g')})"
-        else:
-            outcome = f"{record.state}: {record.attrs.get('reason', '')}"
-        line = f"{record.label:>12} {record.attrs.get('description', '')} -> {outcome}"
-        self.progress.console.print(escape(line), soft_wrap=True)
+        metric = progress.objectives[0]
         best = max((r.values[metric.name] for r in progress.front), default=None) if metric.maximize else \
             min((r.values[metric.name] for r in progress.front), default=None)
         front = f"front {len(progress.front)} pts ({progress.front_stage})" if progress.front else "no front yet"
         best_text = f", best {metric.name} {best:.4g}" if best is not None else ""
         self.progress.update(
             self.task_id, completed=progress.new_trials, total=progress.target_trials,
-            description=f"{front}{best_text} · ETA {_format_seconds(progress.eta_seconds)}",
+            description=f"search: {front}{best_text} · ETA {_format_seconds(progress.eta_seconds)}",
         )
 
+    def on_stage(self, progress) -> None:
+        self.progress.update(
+            self.task_id, completed=progress.final_done, total=progress.final_total,
+            description=f"final stage: {len(progress.front)} front point(s) × {progress.final_seeds} seed(s) at full "
+                        f"fidelity · ETA {_format_seconds(progress.eta_seconds)}",
+        )
+
+    def on_step(self, step: int, total: int, loss: float) -> None:
+        if step < self.last_step:  # the next trial: its own clock
+            self.progress.reset(self.step_id)
+        if self.last_step == -1:
+            self.progress.update(self.task_id, description="search: training the first configurations")
+        self.last_step = step
+        self.progress.update(self.step_id, completed=step, total=total, visible=True,
+                             description=f"  current trial: step {step}/{total}, loss {loss:.4g}")
+
+
+MAIN_PANEL = "Model, data and space"
 
 PRIOR_CHOICES = ", ".join(f"{name} ({prior.description})" for name, prior in PRIORS.items())
 
@@ -93,7 +97,8 @@ SETTINGS_FLAGS: FlagGroup = {
         help="New configurations to train (default 30 unless --time-budget).")],
     "time_budget": Annotated[Optional[str], typer.Option(
         help="Stop starting trials after this long, e.g. 2h, 90m, 3600.")],
-    "sampler": Annotated[Optional[str], typer.Option(help=f"auto | {' | '.join(SAMPLERS)}.")],
+    "sampler": Annotated[Optional[str], typer.Option(help=(
+        f"auto (default: botorch's EHVI where BoTorch is installed, else Optuna's GP) | {' | '.join(SAMPLERS)}."))],
     "max_params": Annotated[Optional[str], typer.Option(
         help="Trainable-parameter budget: a count (1e5, 120k) or % of the model.")],
     "fidelity": Annotated[Optional[str], typer.Option(
@@ -103,32 +108,45 @@ SETTINGS_FLAGS: FlagGroup = {
     "fidelity_resource": Annotated[Optional[str], typer.Option(
         help="What the rungs scale: steps (default: optimiser steps of the full training, which promotions "
              "continue) | data | epochs (rungs train from scratch).")],
-    "eta": Annotated[Optional[int], typer.Option(help="Keep the top 1/eta of a rung for the next one.")],
+    "eta": Annotated[Optional[int], typer.Option(help="Keep the top 1/eta of a rung for the next one (default 3).")],
     "final_seeds": Annotated[Optional[int], typer.Option(
-        help="Seeds to re-train each Pareto point at full fidelity (0: skip).")],
+        help="Seeds to re-train each Pareto point at full fidelity (default 3; 0: skip).")],
     "baselines": Annotated[Optional[bool], typer.Option(
         "--baselines/--no-baselines", help="Start with the named baselines the space can express.")],
     "quasi_random": Annotated[Optional[int], typer.Option(
         help="Sobol points after the baselines (default: about trials / 5).")],
     "train_examples": Annotated[Optional[float], typer.Option(
-        help="Training examples at full fidelity: a count, or a fraction <= 1.")],
-    "epochs": Annotated[Optional[float], typer.Option()],
-    "max_steps": Annotated[Optional[int], typer.Option()],
-    "max_length": Annotated[Optional[int], typer.Option()],
-    "eval_examples": Annotated[Optional[int], typer.Option()],
-    "generation_examples": Annotated[Optional[int], typer.Option()],
-    "max_new_tokens": Annotated[Optional[int], typer.Option()],
-    "batch_size": Annotated[Optional[int], typer.Option()],
+        help="Training examples at full fidelity: a count, or a fraction <= 1 (default: the whole train split).")],
+    "epochs": Annotated[Optional[float], typer.Option(help="Epochs at full fidelity (default 1).")],
+    "max_steps": Annotated[Optional[int], typer.Option(
+        help="Optimiser steps at full fidelity, instead of --epochs (default: from the epochs).")],
+    "max_length": Annotated[Optional[int], typer.Option(help="Tokens per example; longer ones are cut (default 128).")],
+    "eval_examples": Annotated[Optional[int], typer.Option(
+        help="Validation examples each trial is scored on (default: the whole validation split, at most 2,000).")],
+    "generation_examples": Annotated[Optional[int], typer.Option(
+        help="Causal LM: validation examples also scored by greedy generation (default 0: loss only).")],
+    "max_new_tokens": Annotated[Optional[int], typer.Option(
+        help="Causal LM: generated tokens per example (default 128).")],
+    "batch_size": Annotated[Optional[int], typer.Option(help="Training batch size (default 32).")],
     "lr": Annotated[Optional[float], typer.Option(
         "--lr", help="One learning rate for every module and the head, overriding the module types' defaults and "
                      "any rate the space searches (default: each module type's own rate).")],
-    "bf16": Annotated[Optional[bool], typer.Option("--bf16/--no-bf16")],
-    "seed": Annotated[Optional[int], typer.Option()],
+    "bf16": Annotated[Optional[bool], typer.Option(
+        "--bf16/--no-bf16", help="bf16 autocast in training (default off; faster on GPUs and for larger models).")],
+    "seed": Annotated[Optional[int], typer.Option(
+        help="Seed of the sampler, the data draws and the first training seed (default 0).")],
     "storage": Annotated[Optional[str], typer.Option(
         help="Optuna storage URL or journal file (default: SQLite in the run folder).")],
     "study_name": Annotated[Optional[str], typer.Option(help="Default: <space>-<task>.")],
     "out": Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<study-name>).")],
-    "trust_remote_code": Annotated[Optional[bool], typer.Option("--trust-remote-code")],
+    "tracking": Annotated[Optional[str], typer.Option(
+        help="Also log each trial as a run of: mlflow | wandb (comma-separated for both; the mlflow and wandb "
+             "extras). MLflow writes to RUN/mlflow.db unless --tracking-uri, W&B offline to RUN/wandb unless "
+             "WANDB_MODE=online.")],
+    "tracking_uri": Annotated[Optional[str], typer.Option(
+        help="MLflow tracking URI for --tracking mlflow (default: sqlite:///RUN/mlflow.db).")],
+    "trust_remote_code": Annotated[Optional[bool], typer.Option(
+        "--trust-remote-code", help="Allow model code from the checkpoint (off by default).")],
     "deepspeed": Annotated[Optional[str], typer.Option(
         help="Train each trial with DeepSpeed: zero2 | zero3 | ds_config.json.")],
     "backend": Annotated[Optional[str], typer.Option(help="Where trials run: local (default) | ray.")],
@@ -169,6 +187,22 @@ SETTINGS_FLAGS: FlagGroup = {
     "warmup_size": Annotated[Optional[str], typer.Option(help="Warm-up texts: a count, a fraction or N% of the pool.")],
     "warmup_epochs": Annotated[Optional[float], typer.Option(help="Warm-up epochs (default 1).")],
 }
+in_panels(SETTINGS_FLAGS, {
+    "Budget and objectives": ("objectives", "trials", "time_budget", "max_params"),
+    "Search strategy": ("sampler", "baselines", "quasi_random", "seed"),
+    "Fidelity (how much a trial trains)": ("fidelity", "fidelity_resource", "eta", "final_seeds", "train_examples",
+                                           "epochs", "max_steps", "max_length", "eval_examples",
+                                           "generation_examples", "max_new_tokens", "batch_size", "lr", "bf16"),
+    "Run folder and storage": ("out", "storage", "study_name", "tracking", "tracking_uri"),
+    MAIN_PANEL: ("trust_remote_code",),
+    "Backends: Ray and DeepSpeed": ("backend", "ray_address", "cpus_per_trial", "gpus_per_trial",
+                                    "workers_per_trial", "max_concurrent", "trial_retries", "ray_storage",
+                                    "deepspeed"),
+    "Priors": ("prior", "prior_batches", "prior_budgets", "sensitive_layers", "screen_evaluations",
+               "screen_candidates", "screen_epochs"),
+    "Data selection": ("subset_strategy", "embedding_model", "warmup_pool", "warmup_strategy", "warmup_size",
+                       "warmup_epochs"),
+}, default="Other")
 """The search's settings beyond model, dataset, space and the task flags, named by their flat keys (see
 :class:`autopeft.search.settings.SearchSettings`); None where not given: the config file's value or the default."""
 
@@ -177,13 +211,18 @@ SETTINGS_FLAGS: FlagGroup = {
 @flag_group("settings_flags", SETTINGS_FLAGS)
 def search(
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="Alias, local folder, .gguf file or Hub id.")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Local file/folder or Hub id.")] = None,
-    space: Annotated[Optional[str], typer.Option("--space", help=(
-        "Search-space YAML, or a packaged space: default (LoRA + serial/parallel adapters; the default), unified, "
-        "autopeft, lora (see search_spaces/)."))] = None,
+        "--model", "-m", rich_help_panel=MAIN_PANEL,
+        help="Alias (minilm, smollm2-135m), local folder, .gguf file or Hub id. Without --model and --dataset: "
+             "the demo search (MiniLM on 2,000 SST-2 examples, 12 configurations, runs/demo).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        "--dataset", "-d", rich_help_panel=MAIN_PANEL,
+        help="Local file/folder, an alias (sst2, rte, trec: the local copy, else the Hub's) or Hub id.")] = None,
+    space: Annotated[Optional[str], typer.Option("--space", rich_help_panel=MAIN_PANEL, help=(
+        "Search-space YAML, or a packaged space by name (autopeft space list): default (LoRA + serial/parallel "
+        "adapters; the default), unified, autopeft, lora."))] = None,
     config: Annotated[Optional[Path], typer.Option(
-        "--config", help="YAML/TOML file with these settings; flags override it.")] = None,
+        "--config", rich_help_panel=MAIN_PANEL,
+        help="YAML/TOML file of these settings, keyed like the flags (max_length: 64); flags override it.")] = None,
     *,
     task_flags: dict[str, Any],
     settings_flags: dict[str, Any],
@@ -192,27 +231,39 @@ def search(
 
     Running the same command again on the same storage resumes the search.
     """
-    import optuna
-
     from autopeft.search.run import prepare_search, run_search
-    from autopeft.search.settings import merge_settings, read_run_config
+    from autopeft.search.settings import is_demo, merge_settings, read_run_config
 
     out = settings_flags["out"]
     flags = {"model": model, "dataset": dataset, "space": space, **task_flags, **settings_flags,
              "out": str(out) if out is not None else None}
     file_values = read_run_config(config) if config is not None else {}
     settings = merge_settings(file_values, flags, str(config) if config else "flags")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if is_demo(file_values, flags):
+        console.print(f"no --model or --dataset: the demo search, {settings.model} on "
+                      f"{settings.fidelity.train_examples:,.0f} examples of {_dataset_where(settings.task.dataset)}, "
+                      f"{settings.trials} configurations of the '{settings.space}' space, run folder {settings.out} "
+                      "(autopeft search --help for the flags)", soft_wrap=True)
     setup = prepare_search(settings)  # every check that needs no model weights, before any output
-    # no live bar where stderr is a log file: it would leave a spinner line behind; trial lines print either way
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=False, disable=not console.is_terminal) as progress:
+    from autopeft.logs import LOG_FILE, log_file
+    from autopeft.search.run import RUN_FILE
+    from autopeft.trial.loop import listen_to_steps
+
+    # no live bar where stderr is a log file (it would leave a spinner line behind) or with --quiet; the trial
+    # lines print either way (as log records), and every line also goes to the run folder's log file
+    with log_file(setup.run_dir / LOG_FILE, ready=(setup.run_dir / RUN_FILE).is_file), \
+            Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                     TimeElapsedColumn(), console=console, transient=False,
+                     disable=not console.is_terminal or current_verbosity() < 0) as progress:
         task_id = progress.add_task("loading model and data", total=setup.plan.trials)
-        observer = RichObserver(progress, task_id)
+        step_id = progress.add_task("  current trial", total=None, visible=False)
+        observer = RichObserver(progress, task_id, step_id)
         try:
-            outcome, info = run_search(settings, observer, setup=setup)
+            with listen_to_steps(observer.on_step):
+                outcome, info = run_search(settings, observer, setup=setup)
         except KeyboardInterrupt:
             raise Interrupted(_resume_hint(setup)) from None
+        progress.update(step_id, visible=False)
     title = f"Pareto front ({outcome.front_stage or 'none'}) — stopped: {outcome.stopped_because}"
     Console().print(front_table(outcome.front, info.objectives, title))
     if outcome.median_suggest_seconds is not None and outcome.median_trial_seconds:
@@ -221,6 +272,15 @@ def search(
                       f"({outcome.median_trial_seconds:.1f} s)")
     console.print(f"run folder: {info.run_dir}  (study '{info.study_name}' in {info.storage}); "
                   f"next: autopeft export {info.run_dir} / autopeft report {info.run_dir}", soft_wrap=True)
+
+
+def _dataset_where(name: str) -> str:
+    from autopeft.data.aliases import resolve_dataset_alias
+
+    alias = resolve_dataset_alias(name)
+    if alias is None:
+        return name
+    return f"{name} ({alias.dataset})" if alias.local else f"{name} (the Hub's {alias.dataset}, {alias.dataset_config})"
 
 
 def _resume_hint(setup) -> str:
@@ -258,12 +318,15 @@ def export(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Default: RUN_DIR/export.")] = None,
     storage: StorageOpt = None,
     merged: Annotated[bool, typer.Option(
-        "--merged", help="Also write each adapter folded into the base model (folder/merged).")] = False,
+        "--merged", help="Also write each adapter folded into the base model (folder/merged); "
+                         "points that cannot be folded are named, with the reason.")] = False,
 ):
-    """Write the Pareto-optimal adapters (PEFT folders), pareto.json and trials.csv."""
+    """Write the Pareto-optimal adapters (PEFT folders, each with a model card), pareto.json and trials.csv."""
     from autopeft.export import export_run
 
-    folder, results = export_run(run_dir, out, storage, merged=merged)
+    # one line per point --merged could not fold in, and why (stderr, like every note)
+    folder, results = export_run(run_dir, out, storage, merged=merged,
+                                 notify=lambda line: console.print(escape(line), soft_wrap=True))
     title = f"exported Pareto front ({results.front_stage})"
     Console().print(front_table(results.front, results.info.objectives, title))
     console.print(f"wrote {folder}")

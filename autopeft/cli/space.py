@@ -15,7 +15,22 @@ from autopeft.errors import AutopeftError
 
 space_app = typer.Typer(help="Inspect search spaces.", no_args_is_help=True)
 
-SpaceArg = Annotated[Path, typer.Argument(help="Search-space YAML file.")]
+SpaceArg = Annotated[Path, typer.Argument(help="Search-space YAML file, or a packaged space's name (space list).")]
+
+
+@space_app.command("list")
+def list_spaces():
+    """The packaged search spaces, by name (what --space accepts besides a file)."""
+    from autopeft.space.schema import DEFAULT_SPACE, packaged_spaces, read_space_file
+
+    table = Table(title="packaged search spaces (--space NAME)")
+    for column in ("name", "module types", "placement", "description"):
+        table.add_column(column, overflow="fold")
+    for name, path in packaged_spaces().items():
+        spec = read_space_file(path)
+        table.add_row(name + (" (default)" if name == DEFAULT_SPACE else ""), ", ".join(spec.modules),
+                      spec.placement.mode, spec.description)
+    Console().print(table)
 
 
 def _bind(space_file: Path, model: str, trust_remote_code: bool):

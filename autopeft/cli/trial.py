@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -14,6 +15,8 @@ from autopeft.cli.options import TASK_FLAGS, DatasetOpt, ModelOpt, TrustOpt, fla
 from autopeft.cli.output import console
 from autopeft.errors import AutopeftError
 from autopeft.search.settings import TaskSettings
+
+log = logging.getLogger("autopeft.trial")
 
 
 def read_config_file(path: Path) -> dict:
@@ -132,11 +135,20 @@ def trial(
     for output in (json_out, save_dir):
         if output is not None and output.exists() and (output.is_dir() != (output is save_dir)):
             raise AutopeftError(f"'{output}' exists and is not a {'folder' if output is save_dir else 'file'}")
+    from autopeft.trial.loop import listen_to_steps
+
+    log.info(f"loading {model}")
     with console.status(f"loading {model}"):
         base = get_base_model(model, spec.kind, num_labels=max(spec.num_labels, 1), trust_remote_code=trust_remote_code)
     runner = TrialRunner(base, task_data)
-    with console.status(f"training {config.peft_type.value} on {task_data.name}"):
+    what = f"training {config.peft_type.value} on {task_data.name}"
+    log.info(f"{what} ({len(task_data.train):,} training examples available)")
+    with console.status(what) as status, listen_to_steps(
+            lambda step, total, loss: status.update(f"{what}: step {step}/{total}, loss {loss:.4g}")):
         result = runner.run(config, fidelity, seed, training, evaluate_test=test, save_dir=save_dir)
+    if result.ok:
+        log.info(f"trained {result.steps:,} steps in {result.train_seconds:.1f} s (final loss "
+                 f"{result.final_train_loss:.4g}), evaluated in {result.eval_seconds:.1f} s")
     if json_out is not None:  # the record is written for failed trials too: it says why
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result.to_dict(), indent=2))

@@ -4,6 +4,8 @@ Sources, tried in this order:
 - a local file (csv, tsv, json, jsonl, parquet): the train split; validation and test are carved;
 - a local folder of split files: `train.*`, `dev.*` | `validation.*` | `valid.*` | `val.*`,
   `test.*` (HF-style shards `train-00000-of-00002.parquet` are joined);
+- a dataset alias (`sst2`, `rte`, `trec`; `autopeft/data/aliases.py`): its local copy under
+  `$AUTOPEFT_DATASETS`, `./datasets` or `../shared/datasets`, else the Hub's copy;
 - anything else is a Hub id, loaded with `datasets.load_dataset(dataset, dataset_config)`.
   A string that looks like a path (starts with `.`, `/` or `~`, has a data-file extension, or has
   more than one `/`) is never sent to the Hub: it is reported as a missing file or folder.
@@ -38,6 +40,7 @@ import datasets
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from autopeft.data.aliases import resolve_dataset_alias
 from autopeft.data.tasks import TaskData, TaskSpec, infer_spec, require_column
 from autopeft.errors import DataError
 
@@ -95,6 +98,12 @@ def load_task(
 ) -> TaskData:
     """Load `dataset` as a task; repeated calls with the same arguments and files are cached."""
     _check_split_options(validation_fraction, max_validation)
+    alias = resolve_dataset_alias(str(dataset)) if dataset_config is None else None
+    if alias is not None:  # `sst2`: the local copy, or the Hub's with its columns (flags given still win)
+        dataset, dataset_config = alias.dataset, alias.dataset_config
+        text_column = text_column or alias.columns.get("text_column")
+        text_pair_column = text_pair_column or alias.columns.get("text_pair_column")
+        label_column = label_column or alias.columns.get("label_column")
     source = _resolve_source(str(dataset), dataset_config)
     spec_options = dict(
         task=task, text_column=text_column, text_pair_column=text_pair_column,
@@ -197,9 +206,14 @@ def _folder_split_files(folder: Path) -> tuple[tuple[str, tuple[Path, ...]], ...
         split = _split_of_file(path) if path.is_file() else None
         if split is not None:
             files_by_split.setdefault(split, []).append(path)
+    if not files_by_split:
+        data_files = [p for p in sorted(folder.iterdir())
+                      if p.is_file() and _extension(p) in BUILDER_BY_EXTENSION]
+        if len(data_files) == 1:  # one file (e.g. all.tsv): every split is carved from it, as for a single file
+            return (("train", (data_files[0],)),)
     if "train" not in files_by_split:
         raise DataError(
-            f"no train file in folder {folder} (expected train.*, dev.* or validation.*, test.* "
+            f"no train file in folder {folder} (expected train.*, dev.* or validation.*, test.*, or one data file, "
             f"with extension {', '.join(BUILDER_BY_EXTENSION)})"
         )
     for split, paths in files_by_split.items():

@@ -56,7 +56,7 @@ def read_entry(folder: str | Path, read: Callable[[Path], T]) -> T | None:
         return read(folder)
     except Exception as exc:  # noqa: BLE001 (whatever is wrong with it, the entry is recomputed)
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        logger.warning("warning: discarding the unreadable cache entry '%s' (%s%s); computing it again",
+        logger.warning("discarding the unreadable cache entry '%s' (%s%s); computing it again",
                        folder, type(exc).__name__, f": {first}" if first else "")
         discard_dir(folder)
         return None

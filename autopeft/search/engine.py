@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import optuna
@@ -38,10 +39,12 @@ from autopeft.search.feasibility import OVER_BUDGET, infeasible_reason, penalise
 from autopeft.search.final_stage import PEER_POLL_SECONDS, FinalStage
 from autopeft.search.initial_design import BASELINES, baseline_params, default_quasi_random_count, quasi_random_params
 from autopeft.search.objectives import Objective
+from autopeft.search.progress import FINAL, SearchObserver, SearchProgress, logged, median_seconds_by_rung
 from autopeft.search.records import TrialRecord
 from autopeft.search.samplers import SamplerContext, canonical_sampler_name, create_sampler
 from autopeft.search.scheduler import NO_RANDOM_POINT, STUCK_AFTER, TIME_BUDGET_REACHED, Scheduler, raise_first_rung
 from autopeft.search.store import PROCESS_ENDED, SEARCH_STOPPED, Retry, StudyStore
+from autopeft.search.tracking.base import Tracker, Tracking
 from autopeft.space import PeftPoint, SearchSpace, count_model_params, count_trainable_params
 from autopeft.trial.fidelity import Fidelity
 from autopeft.trial.result import TrialResult
@@ -93,40 +96,6 @@ class SearchPlan:
 
 
 @dataclass
-class SearchProgress:
-    new_trials: int
-    target_trials: int | None
-    elapsed_seconds: float
-    time_budget: float | None
-    front: list[TrialRecord]
-    front_stage: str | None
-    median_trial_seconds: float | None
-    objectives: list[Objective]
-
-    @property
-    def eta_seconds(self) -> float | None:
-        estimates = []
-        if self.target_trials is not None and self.median_trial_seconds is not None:
-            estimates.append(max(self.target_trials - self.new_trials, 0) * self.median_trial_seconds)
-        if self.time_budget is not None:
-            estimates.append(max(self.time_budget - self.elapsed_seconds, 0.0))
-        return min(estimates) if estimates else None
-
-
-class SearchObserver(Protocol):
-    def on_note(self, message: str) -> None: ...
-    def on_trial(self, record: TrialRecord, progress: SearchProgress) -> None: ...
-
-
-class _SilentObserver:
-    def on_note(self, message: str) -> None:
-        pass
-
-    def on_trial(self, record: TrialRecord, progress: SearchProgress) -> None:
-        pass
-
-
-@dataclass
 class SearchOutcome:
     study_name: str
     front: list[TrialRecord]            # final-stage records when the final stage ran, else the search front
@@ -135,6 +104,8 @@ class SearchOutcome:
     notes: list[str] = field(default_factory=list)
     median_suggest_seconds: float | None = None
     median_trial_seconds: float | None = None
+    sampler: str | None = None          # the sampler that ran ("auto" resolved)
+    origins: dict[str, int] = field(default_factory=dict)   # origin group -> trials trained (records.ORIGIN_GROUPS)
 
 
 @dataclass
@@ -160,7 +131,8 @@ class SearchEngine:
 
     def __init__(self, space: SearchSpace, evaluator: Evaluator | None, plan: SearchPlan,
                  storage: optuna.storages.BaseStorage, study_name: str, run_dir: Path,
-                 observer: SearchObserver | None = None, backend: Backend | None = None):
+                 observer: SearchObserver | None = None, backend: Backend | None = None,
+                 trackers: Sequence[Tracker] = ()):
         if backend is None and evaluator is None:
             raise AutopeftError("a search needs an evaluator or a backend")
         self.space = space
@@ -168,9 +140,10 @@ class SearchEngine:
         self.plan = plan
         self.study_name = study_name
         self.run_dir = Path(run_dir)
-        self.observer = observer or _SilentObserver()
+        self.observer = logged(observer)   # every note and trial also goes to the log (terminal, run's log file)
         self.notes: list[str] = []
         self.sampler_name = canonical_sampler_name(plan.sampler)
+        self.tracking = Tracking(trackers, self._note)   # MLflow / W&B runs of the trials (--tracking)
         self.store = StudyStore(storage, study_name, plan.objectives, plan.seed)
         self.scheduler = Scheduler(plan.objectives, len(plan.rungs), plan.eta, plan.trials, plan.time_budget,
                                    plan.max_idle_suggestions)
@@ -199,6 +172,8 @@ class SearchEngine:
             self.backend.drive(self)
             if self.plan.final_seeds:
                 self._wait_for_peers()
+            self._drop_unrun()
+            origins = self._report_origins()
             self._record_agreement()
             front_stage, front = self._front_now()
             if not front:
@@ -206,14 +181,17 @@ class SearchEngine:
             elif self.plan.final_seeds:
                 seeds = [self.plan.seed + index for index in range(self.plan.final_seeds)]
                 final = FinalStage(self.store, self.space, self.backend, self.run_dir, self.plan.rungs[-1], seeds,
-                                   self._note, self.checkpoints)
+                                   self._note, self.checkpoints, track=self._track if self.tracking else None,
+                                   on_seed=lambda done, total: self.observer.on_stage(self._progress(done, total)))
                 front_stage, front = final.run(front_stage, front)
         finally:
             self.store.close()
+            self.tracking.close()
         return SearchOutcome(
             self.study_name, front, front_stage, self._stopped or "stopped", self.notes,
             median_suggest_seconds=self.store.median_suggest_seconds(),
             median_trial_seconds=self._median_trial_seconds(),
+            sampler=self.sampler_name, origins=origins,
         )
 
     # ============================================================ set-up
@@ -234,6 +212,7 @@ class SearchEngine:
         )
         sampler = create_sampler(self.plan.sampler, context)
         self.store.open(sampler, self.plan.fingerprint(self.space), len(self.plan.rungs))
+        self.store.set_sampler(self.sampler_name, self.plan.sampler)
         self.first_rung = self.store.first_rung()
         if self.first_rung:  # a resumed search whose lowest rung went up: the sampler proposes there
             self.store.propose_at(self.first_rung, create_sampler(self.plan.sampler, context))
@@ -252,10 +231,16 @@ class SearchEngine:
                                + (" and queued again" if retry else " (already a retry: not queued again)"))
 
     def _initial_design(self) -> None:
+        """Queue the priors' starting points, the baselines and the Sobol points, in that order, as many as the trial
+        budget holds: a point queued beyond it would stay WAITING in the study. A resumed search queues again what
+        an earlier run left not run (:meth:`_drop_unrun`)."""
         if self.store.initial_design_done():
+            for rung in self.store.studies:
+                self.store.queue_not_run(rung)
             return
         study = self.store.studies[0]
         queued: set[str] = set()
+        left_out: list[str] = []
 
         def enqueue(params: dict[str, Any], origin: str) -> bool:
             point = self.space.decode(params)
@@ -270,6 +255,9 @@ class SearchEngine:
             if why is not None:
                 if not origin.startswith("quasi-random"):  # a design point is replaced by the next one
                     self._note(f"initial point {origin} skipped: {why}")
+                return False
+            if self.plan.trials is not None and len(queued) >= self.plan.trials:
+                left_out.append(origin)
                 return False
             queued.add(key)
             self.store.queue(study, params, origin, key)
@@ -287,9 +275,16 @@ class SearchEngine:
         count = self.plan.quasi_random
         if count is None:
             count = default_quasi_random_count(self.plan.trials, len(self.space.dimensions))
+        if self.plan.trials is not None:
+            left_out += [R.QUASI_RANDOM] * max(0, count - (self.plan.trials - len(queued)))
+            count = min(count, self.plan.trials - len(queued))
         design = iter(quasi_random_params(self.space, 4 * count, self.plan.seed))  # spares for points that cannot train
         while count > 0 and (params := next(design, None)) is not None:
-            count -= enqueue(params, "quasi-random")
+            count -= enqueue(params, R.QUASI_RANDOM)
+        if left_out:
+            groups = [R.origin_group(origin) for origin in left_out]
+            self._note(f"the trial budget ({self.plan.trials}) holds {len(queued)} of the initial design's points: "
+                       + ", ".join(f"{groups.count(g)} {g}" for g in dict.fromkeys(groups)) + " not queued")
         self.store.mark_initial_design_done()
 
     # ============================================================ the loop
@@ -360,6 +355,7 @@ class SearchEngine:
         if result.ok:
             self.checkpoints.keep_latest(running.key)
         self._idle = 0
+        self._track(record, [result])
         self.observer.on_trial(record, self._progress())
 
     def abandon_jobs(self) -> None:
@@ -412,6 +408,40 @@ class SearchEngine:
         moves += [f"{len(again)} trivial baseline(s) queued there again"] if again else []
         self._note(f"{change.reason}; new configurations start at rung {change.rung} from now on"
                    + (f" ({', '.join(moves)})" if moves else ""))
+
+    def _track(self, record: TrialRecord, results: list[TrialResult], seeds: Sequence[int] = ()) -> None:
+        self.tracking.log(self.study_name, record, results, seeds)
+
+    def _drop_unrun(self) -> None:
+        """Points still queued when the search loop ends (a time budget that ran out first, a trial budget that
+        other workers or an earlier run filled) are pruned as not run, so that no WAITING trial stays in the
+        study; a resumed search queues them again. Left alone while another live worker runs trials here."""
+        if any(self.store.peers(rung, set())[1] for rung in self.store.studies):
+            return
+        why = self._stopped or "stopped"
+        dropped = sum(self.store.drop_queued(rung, f"not run: the search ended first ({why})")
+                      for rung in self.store.studies)
+        if dropped:
+            self._note(f"{dropped} queued point(s) were not run before the search ended ({why}): recorded as pruned "
+                       "'not run'; resuming the search queues them again")
+
+    def _report_origins(self) -> dict[str, int]:
+        """Which sampler ran and how many trials each origin gave (notes); a warning when the sampler gave none.
+        Returns origin group -> trials trained."""
+        records = [R.record_from_trial(t, f"rung-{rung}", self.plan.objectives)
+                   for rung, study in self.store.studies.items() for t in study.get_trials(deepcopy=False)]
+        counts = R.origin_counts(records)
+        requested = self.plan.sampler.strip().lower()
+        sampler = self.sampler_name + (f" ({requested})" if canonical_sampler_name(requested) != requested else "")
+        self._note(f"sampler: {sampler}; trained by origin: "
+                   + (", ".join(f"{c.trained} {c.group}" for c in counts.values()) or "none"))
+        proposed = counts.get("sampler")
+        if proposed is None or proposed.trials == 0:
+            design = sum(c.trials for g, c in counts.items() if g in ("baseline", "prior", "quasi-random"))
+            self._note(f"warning: no trial came from the sampler ({self.sampler_name}): the initial design "
+                       f"({design} point(s)) used up the budget ({self._stopped or 'stopped'}); give more --trials "
+                       "(or --no-baselines, a smaller --quasi-random) to let the sampler propose points")
+        return {group: count.trained for group, count in counts.items()}
 
     def _record_agreement(self) -> None:
         """Spearman rho between consecutive rungs over the points trained at both, in the study and as notes."""
@@ -526,10 +556,15 @@ class SearchEngine:
         stages = {f"rung-{rung}": list(finished.values()) for rung, finished in self.store.finished.items()}
         return R.search_front(stages, self.plan.objectives)
 
-    def _progress(self) -> SearchProgress:
+    def _progress(self, final_done: int = 0, final_total: int = 0) -> SearchProgress:
         stage, front = self._front_now()
+        by_rung = {rung: list(finished.values()) for rung, finished in self.store.finished.items()}
         return SearchProgress(self.store.trained_count(), self.plan.trials, self._elapsed(), self.plan.time_budget,
-                              front, stage, self._median_trial_seconds(), self.plan.objectives)
+                              front, stage, self._median_trial_seconds(), self.plan.objectives,
+                              stage=FINAL if final_total else "search", rung_seconds=median_seconds_by_rung(by_rung),
+                              rung_counts={rung: len(records) for rung, records in by_rung.items()},
+                              rungs=len(self.plan.rungs), eta=self.plan.eta, first_rung=self.first_rung,
+                              final_seeds=self.plan.final_seeds, final_done=final_done, final_total=final_total)
 
     def _median_trial_seconds(self) -> float | None:
         times = [r.attrs[R.RESULT]["wall_seconds"] for finished in self.store.finished.values()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,10 @@ class FinalStage:
     seeds: list[int]
     note: Callable[[str], None]
     checkpoints: PointCheckpoints | None = None   # the search's training checkpoints (its seed continues them)
+    # told final trial, its seeds' results (with their loss curves where trained now) and the seeds -> a tracker
+    track: Callable[[TrialRecord, list[TrialResult], list[int]], None] | None = None
+    on_seed: Callable[[int, int], None] | None = None   # (seeds trained, seeds to train) as the stage goes on
+    _trained: dict[tuple[int, int], TrialResult] = field(default_factory=dict, init=False, repr=False)
 
     def run(self, stage: str, front: list[TrialRecord]) -> tuple[str, list[TrialRecord]]:
         """The final front of the search front ``front`` (of rung ``stage``)."""
@@ -133,13 +137,22 @@ class FinalStage:
                           "interrupted final stage")
             pending.append((trial, adapter_params))
 
+        done = 0
+
         def keep(job: TrialJob, result: TrialResult) -> None:  # each seed is stored the moment it is trained
+            nonlocal done
             trial, seed = owner[job.id]
+            done += 1
+            if self.on_seed is not None:
+                self.on_seed(done, len(jobs))
             adapter = seeds_root / job.id
+            self._trained[(trial.number, seed)] = result
             self.store.keep_seed(trial, seed, {
                 "seed": seed, "result": result.to_dict(),
                 "adapter": str(adapter.relative_to(self.run_dir)) if adapter.is_dir() else None})
 
+        if self.on_seed is not None and jobs:
+            self.on_seed(0, len(jobs))
         try:
             self.backend.run_all(jobs, seeds_root, on_result=keep)
         except BaseException:
@@ -151,6 +164,13 @@ class FinalStage:
                 self._tell(trial, adapter_params)
             except UpdateFinishedTrialError:
                 self.note(f"final trial #{trial.number} was taken over by another worker (its lease lapsed)")
+                continue
+            if self.track is not None:
+                entries = self.store.seed_entries(trial, self.seeds)
+                seeds = [int(entry["seed"]) for entry in entries]
+                results = [self._trained.get((trial.number, seed)) or TrialResult(**entry["result"])
+                           for seed, entry in zip(seeds, entries)]
+                self.track(self.store.record(trial, "final"), results, seeds)
 
     def _tell(self, trial: optuna.Trial, adapter_params: int) -> None:
         """Mean and spread over the seeds; the adapter of the first seed that trained becomes final-<n>."""

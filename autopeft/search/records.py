@@ -35,12 +35,64 @@ SAMPLER_PREFIX = "sampler:"    # the ORIGIN of a point the sampler proposed: "sa
 INFEASIBLE = "infeasible"      # why a proposed point cannot train (told without training, never a result)
 PROMOTED_PREFIX = "promoted from "   # the ORIGIN of a promotion: "promoted from rung-<k>#<number>"
 BASELINE_PREFIX = "baseline:"        # the ORIGIN of a named baseline: "baseline:<name>"
+PRIOR_PREFIX = "prior:"              # the ORIGIN of a prior's starting point: "prior:<name>" (autopeft.search.priors)
+QUASI_RANDOM = "quasi-random"        # the ORIGIN of a Sobol point of the initial design
+RANDOM_PREFIX = "random ("           # the ORIGIN of a random point queued when the sampler kept repeating itself
+NOT_RUN = "not_run"     # a queued point the search ended without running: pruned, queued again when it resumes
 TRIVIAL, TRIVIAL_METRIC, METRIC_STDERR = "trivial", "trivial_metric", "metric_stderr"   # keys of a RESULT
 # study user-attribute keys (on rung 0's study)
 SETTINGS_ATTR, INITIAL_DESIGN_ATTR = "autopeft_settings", "initial_design_done"
 FIRST_RUNG_ATTR = "first_rung"       # the rung new configurations start at (--fidelity auto raises it)
 AGREEMENT_ATTR = "rung_agreement"    # [{"lower", "upper", "rho", "n"}] between consecutive rungs (RungAgreement)
+SAMPLER_ATTR = "sampler"             # {"name": the sampler that ran (auto resolved), "requested": as given}
 LOW_AGREEMENT = 0.3                  # a Spearman rho between consecutive rungs below this is warned about
+
+
+ORIGIN_GROUPS = ("baseline", "prior", "quasi-random", "sampler", "random", "retry", "promoted", "final", "other")
+"""Where trials come from, in the order reports list them (:func:`origin_group`): the initial design (baselines,
+prior starting points, Sobol points), the sampler, random points queued when it kept repeating itself, retries of
+interrupted trials, promotions to a higher rung, and the final stage's re-training of the front."""
+
+
+def origin_group(origin: str, stage: str | None = None) -> str:
+    """The :data:`ORIGIN_GROUPS` entry of a trial's ORIGIN attribute (a trial of the final ``stage``: "final")."""
+    if stage == "final":
+        return "final"
+    for prefix, group in ((BASELINE_PREFIX, "baseline"), (PRIOR_PREFIX, "prior"), (QUASI_RANDOM, "quasi-random"),
+                          (SAMPLER_PREFIX, "sampler"), (RANDOM_PREFIX, "random"), (RETRY_PREFIX, "retry"),
+                          (PROMOTED_PREFIX, "promoted")):
+        if origin.startswith(prefix):
+            return group
+    return "other"
+
+
+@dataclass
+class OriginCount:
+    """How many trials of one :func:`origin_group` a search holds, trained, and on its front."""
+
+    group: str
+    trials: int = 0
+    trained: int = 0
+    on_front: int = 0
+
+
+def origin_counts(records: list[TrialRecord], front: list[TrialRecord] = ()) -> dict[str, OriginCount]:
+    """:data:`ORIGIN_GROUPS` entry -> its :class:`OriginCount` (only groups with trials, in that order). A point on
+    the ``front`` counts for the origin it first entered the search with (a final trial re-trains a search point)."""
+    counts: dict[str, OriginCount] = {}
+    entered: dict[str, str] = {}
+    for record in sorted(records, key=lambda r: (r.stage == "final", r.stage, r.number)):
+        group = origin_group(record.origin, record.stage)
+        count = counts.setdefault(group, OriginCount(group))
+        count.trials += 1
+        count.trained += record.trained
+        if record.key is not None and group not in ("promoted", "final", "retry"):
+            entered.setdefault(record.key, group)
+    for record in front:
+        group = entered.get(record.key) if record.key is not None else None
+        if group is not None:
+            counts[group].on_front += 1
+    return {group: counts[group] for group in ORIGIN_GROUPS if group in counts}
 
 
 def rung_study_name(study_name: str, rung: int) -> str:

@@ -22,6 +22,7 @@ from autopeft.search.engine import SearchEngine, SearchObserver, SearchOutcome, 
 from autopeft.search.evaluator import AdapterBuilder, SettingsEvaluatorFactory, make_runner_evaluator
 from autopeft.search.feasibility import LOFIT_NEEDS_HEADS
 from autopeft.search.objectives import Objective, parse_objectives
+from autopeft.search.progress import logged
 from autopeft.search.samplers import canonical_sampler_name
 from autopeft.search.settings import DEFAULT_TRIALS, SearchSettings, parse_max_params
 from autopeft.search.storage import (
@@ -50,6 +51,7 @@ class RunInfo:
     metric: str
     num_layers: int
     settings: dict[str, Any]
+    sampler: str | None = None   # the sampler that ran ("auto" resolved; None in runs written before it was kept)
 
     def open_storage(self, override: str | None = None):
         if override is None and self.storage_has_credentials:
@@ -75,7 +77,7 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
         objectives = [Objective(o["name"], o["maximize"], o["log_scale"]) for o in data["objectives"]]
         return RunInfo(run_dir, data["study_name"], data["storage"], data["storage_has_credentials"],
                        data.get("storage_in_run_dir", False), objectives, data["metric"], data["num_layers"],
-                       data["settings"])
+                       data["settings"], data.get("sampler"))
     except (ValueError, KeyError, TypeError, OSError) as exc:  # ValueError covers bad JSON and bad UTF-8
         raise AutopeftError(f"'{path}' is damaged ({type(exc).__name__}: {str(exc)[:120]}); it is written by "
                             "`autopeft search`, and running the search again rewrites it") from None
@@ -178,6 +180,10 @@ def prepare_search(settings: SearchSettings) -> SearchSetup:
         resolve_deepspeed_config(settings.training.deepspeed)  # a bad preset or file fails now, not in every trial
     if canonical_sampler_name(settings.sampler) == "botorch":
         require_installed("botorch", "sampler 'botorch'")
+    if settings.tracking:
+        from autopeft.search.tracking import check_trackers
+
+        check_trackers(settings.tracking)
     if settings.backend.name == "ray":
         settings.backend.ray_options()  # checks its numbers; the cluster is reached when the search starts
     elif settings.backend.workers_per_trial > 1:
@@ -233,6 +239,20 @@ def _lofit_heads(settings: SearchSettings, space) -> list[str]:
     return ["the space has LoFiT: its head ranking (--prior heads) is learned once before the first trial and cached"]
 
 
+def _trackers(settings: SearchSettings, info: RunInfo, observer: SearchObserver | None) -> list:
+    """The ``--tracking`` trackers, opened on the run folder (told where they write)."""
+    if not settings.tracking:
+        return []
+    from autopeft.search.tracking import TrackingContext, context_tags, create_trackers
+
+    context = TrackingContext(info.run_dir, info.study_name, settings.tracking_uri,
+                              context_tags(info.settings, info.sampler or settings.sampler))
+    trackers = create_trackers(settings.tracking, context)
+    for tracker in trackers if observer is not None else ():
+        observer.on_note(f"tracking: each trial is logged as a {tracker.description} run in {tracker.where()}")
+    return trackers
+
+
 def run_search(settings: SearchSettings, observer: SearchObserver | None = None,
                adapter_builder: AdapterBuilder | None = None,
                setup: SearchSetup | None = None) -> tuple[SearchOutcome, RunInfo]:
@@ -240,8 +260,9 @@ def run_search(settings: SearchSettings, observer: SearchObserver | None = None,
     from dataclasses import replace
 
     setup = setup or prepare_search(settings)
+    observer = logged(observer)  # notes and trials go to the log (the terminal, the run's log file) either way
     task, space, plan, run_dir, storage_url = setup.task, setup.space, setup.plan, setup.run_dir, setup.storage_url
-    for message in setup.notes if observer is not None else ():
+    for message in setup.notes:
         observer.on_note(message)
     if settings.priors.prior:
         space, initial_points = _apply_priors(settings, task, space, plan.max_params, observer)
@@ -251,7 +272,7 @@ def run_search(settings: SearchSettings, observer: SearchObserver | None = None,
     objectives = plan.objectives
     info = RunInfo(run_dir, setup.study_name, mask_url(storage_url), has_credentials(storage_url),
                    settings.storage is None, objectives, task.spec.metric, space.dims.num_layers,
-                   settings.public_dict(mask_url(storage_url)))
+                   settings.public_dict(mask_url(storage_url)), canonical_sampler_name(plan.sampler))
     backend = _backend(settings, task, run_dir, adapter_builder)  # loads the model: bad weights fail before any file
     try:
         storage = setup.storage or open_storage(storage_url)
@@ -268,9 +289,12 @@ def run_search(settings: SearchSettings, observer: SearchObserver | None = None,
             "model_type": setup.model_config.model_type,
             "rungs": [r.to_dict() for r in plan.rungs],
             "backend": backend.name,
+            "sampler": info.sampler,
             "settings": info.settings,
         })
-        engine = SearchEngine(space, None, plan, storage, setup.study_name, run_dir, observer, backend=backend)
+        trackers = _trackers(settings, info, observer)
+        engine = SearchEngine(space, None, plan, storage, setup.study_name, run_dir, observer, backend=backend,
+                              trackers=trackers)
         return engine.run(), info
     finally:
         backend.close()

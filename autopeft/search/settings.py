@@ -312,6 +312,8 @@ class SearchSettings(BaseModel):
     storage: Optional[str] = None
     study_name: Optional[str] = None
     out: Optional[str] = None
+    tracking: CommaList = Field(default_factory=list)   # experiment trackers: mlflow, wandb (autopeft.search.tracking)
+    tracking_uri: Optional[str] = None       # MLflow's tracking URI (None: RUN/mlflow.db)
     trust_remote_code: bool = False
     backend: BackendSettings = Field(default_factory=BackendSettings)
     priors: PriorSettings = Field(default_factory=PriorSettings)
@@ -351,6 +353,19 @@ class SearchSettings(BaseModel):
             raise ValueError(f"unknown sampler '{name}' (choose from: auto, {', '.join(SAMPLERS)})")
         return name
 
+    @field_validator("tracking")
+    @classmethod
+    def _known_trackers(cls, names):
+        from autopeft.search.tracking import get_tracker
+
+        known = []
+        for name in names:
+            try:
+                known.append(get_tracker(name).name)
+            except AutopeftError as exc:
+                raise ValueError(str(exc)) from None
+        return list(dict.fromkeys(known))
+
     @property
     def time_budget_seconds(self) -> float | None:
         return None if self.time_budget is None else parse_duration(self.time_budget)
@@ -369,19 +384,26 @@ class SearchSettings(BaseModel):
         data = self.flat_dict()
         data["storage"] = masked_storage
         data["ray_address"] = mask_url(self.backend.ray_address)
+        data["tracking_uri"] = mask_url(self.tracking_uri) if self.tracking_uri else None
         return mask_values(data)
 
     def for_workers(self) -> dict[str, Any]:
         """What a trial worker needs to rebuild model, task and training: local paths made absolute
         (workers run in other folders), no storage URL or Ray address (they may hold credentials)."""
+        from autopeft.data.aliases import resolve_dataset_alias
+
         data = self.flat_dict()
+        alias = resolve_dataset_alias(data["dataset"]) if not data.get("dataset_config") else None
+        if alias is not None:  # `sst2` resolves against the working folder: workers get what it resolved to here
+            data.update(dataset=alias.dataset, dataset_config=alias.dataset_config,
+                        **{k: data.get(k) or v for k, v in alias.columns.items()})
         for name in ("model", "dataset", "deepspeed", "embedding_model"):
             value = data.get(name)
             if value and Path(value).expanduser().exists():
                 data[name] = str(Path(value).expanduser().resolve())
         data["warmup_pool"] = [str(Path(p).expanduser().resolve()) if Path(p).expanduser().exists() else p
                                for p in data.get("warmup_pool") or []]
-        for name in ("storage", "ray_address", "ray_storage", "out", "study_name"):
+        for name in ("storage", "ray_address", "ray_storage", "out", "study_name", "tracking", "tracking_uri"):
             data.pop(name, None)
         return data
 
@@ -418,8 +440,34 @@ def read_run_config(path: str | Path) -> dict[str, Any]:
     return _normalise_keys(data)
 
 
+DEMO_SEARCH: dict[str, Any] = {
+    "dataset": "sst2", "train_examples": 2000, "epochs": 2, "max_length": 64, "batch_size": 16,
+    "eval_examples": 500, "trials": 12, "final_seeds": 1, "out": "runs/demo",
+}
+"""What ``autopeft search`` runs when neither a model nor a dataset is given: MiniLM (the packaged copy, or the
+Hub's) on 2,000 SST-2 examples (the local copy, or the Hub's), 12 configurations of the default space — enough for
+the Bayesian optimisation to propose 7 of them — each winner retrained once; a few minutes on a laptop's CPU.
+Flags given with it still win."""
+
+
+def demo_model() -> str:
+    """The demo's model: the ``minilm`` alias where its package is installed, the Hub's copy of it otherwise."""
+    from autopeft.models import MODEL_ALIASES, alias_installed
+
+    return "minilm" if alias_installed("minilm") else MODEL_ALIASES["minilm"].hub_id
+
+
+def is_demo(file_values: dict[str, Any], flag_values: dict[str, Any]) -> bool:
+    """Neither a model nor a dataset anywhere: the user asked for the demo search."""
+    values = {**file_values, **{k: v for k, v in _normalise_keys(flag_values).items() if v is not None}}
+    return values.get("model") in (None, "") and values.get("dataset") in (None, "")
+
+
 def merge_settings(file_values: dict[str, Any], flag_values: dict[str, Any], source: str = "flags") -> SearchSettings:
-    """File values, overridden by every flag that was given (not None)."""
+    """File values, overridden by every flag that was given (not None); without model and dataset, the demo search
+    (:data:`DEMO_SEARCH`) under them."""
+    if is_demo(file_values, flag_values):
+        file_values = {**DEMO_SEARCH, "model": demo_model(), **file_values}
     merged = {**file_values, **{k: v for k, v in _normalise_keys(flag_values).items() if v is not None}}
     for required in ("model", "dataset"):
         if merged.get(required) in (None, ""):

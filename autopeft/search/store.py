@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -134,12 +135,20 @@ class StudyStore:
 
     def _study(self, name: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
         try:
-            return optuna.create_study(
+            study = optuna.create_study(
                 storage=self.storage, study_name=name, directions=[o.direction for o in self.objectives],
                 load_if_exists=True, sampler=sampler or optuna.samplers.RandomSampler(seed=self.seed),
             )
         except ValueError as exc:  # e.g. stored directions differ
             raise AutopeftError(f"cannot resume study '{name}': {exc}") from None
+        names = [o.name for o in self.objectives]
+        # optuna-dashboard names the objectives (not "Objective 0"), in studies of earlier versions too; a study of
+        # other objectives keeps its names (resuming it is refused: StudyStore.open)
+        if study.metric_names is None and len(study.directions) == len(names):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(names)
+        return study
 
     def initial_design_done(self) -> bool:
         return bool(self.studies[0].user_attrs.get(R.INITIAL_DESIGN_ATTR))
@@ -153,6 +162,10 @@ class StudyStore:
 
     def set_first_rung(self, rung: int) -> None:
         self.studies[0].set_user_attr(R.FIRST_RUNG_ATTR, rung)
+
+    def set_sampler(self, name: str, requested: str) -> None:
+        """The sampler this search runs (``requested`` may be ``auto``), as summary.md and optuna-dashboard show it."""
+        self.studies[0].set_user_attr(R.SAMPLER_ATTR, {"name": name, "requested": requested})
 
     def set_agreement(self, agreements: list[dict[str, Any]]) -> None:
         """Spearman rho between consecutive rungs (:class:`autopeft.search.records.RungAgreement` dicts)."""
@@ -185,6 +198,43 @@ class StudyStore:
             self.queue(self.rung(target), dict(trial.system_attrs["fixed_params"]), origin, trial.user_attrs.get(R.KEY))
             moved += 1
         return moved
+
+    def drop_queued(self, rung: int, reason: str) -> int:
+        """The rung's queued points that are not promotions are told pruned with ``reason`` and marked
+        :data:`~autopeft.search.records.NOT_RUN` (a search that ends leaves no WAITING trial behind;
+        :meth:`queue_not_run` queues them again when it resumes). How many."""
+        dropped = 0
+        for trial in self.studies[rung].get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if str(trial.user_attrs.get(R.ORIGIN, "")).startswith(R.PROMOTED_PREFIX):
+                continue
+            try:  # taken from the queue first (WAITING -> RUNNING is atomic): one another worker asks for is left
+                if not self.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+                    continue
+                self.storage.set_trial_user_attr(trial._trial_id, R.NOT_RUN, True)
+                self.storage.set_trial_user_attr(trial._trial_id, R.REASON, reason)
+                dropped += self.storage.set_trial_state_values(trial._trial_id, TrialState.PRUNED)
+            except UpdateFinishedTrialError:
+                continue
+        return dropped
+
+    def queue_not_run(self, rung: int) -> int:
+        """Points a finished run of this search left :data:`~autopeft.search.records.NOT_RUN` at the rung are queued
+        again (once per point, none asked for or queued since). How many."""
+        trials = self.studies[rung].get_trials(deepcopy=False)
+        not_run = [t for t in trials if t.state == TrialState.PRUNED and t.user_attrs.get(R.NOT_RUN)]
+        if not not_run:
+            return 0
+        seen = {t.user_attrs.get(R.KEY) for t in trials if not t.user_attrs.get(R.NOT_RUN)}
+        queued = 0
+        for trial in not_run:
+            key = trial.user_attrs.get(R.KEY)
+            if key in seen or "fixed_params" not in trial.system_attrs:
+                continue
+            seen.add(key)
+            self.queue(self.studies[rung], dict(trial.system_attrs["fixed_params"]),
+                       str(trial.user_attrs.get(R.ORIGIN, "")), key)
+            queued += 1
+        return queued
 
     def close(self) -> None:
         self.leases.close()
@@ -223,10 +273,12 @@ class StudyStore:
     def tell_result(self, trial: optuna.Trial, result: TrialResult, adapter_params: int) -> None:
         """A trained trial: its result, and its objective values unless it failed. Raises
         UpdateFinishedTrialError when another worker took the trial over (its lease lapsed)."""
+        for step, loss in result.train_losses:  # optuna-dashboard plots them (Trial.report refuses several objectives)
+            self.storage.set_trial_intermediate_value(trial._trial_id, int(step), float(loss))
         self.leases.release(trial._trial_id)
         trial.set_user_attr(R.TRAINED, True)
         trial.set_user_attr(R.STATUS, result.status)
-        trial.set_user_attr(R.RESULT, result.to_dict())
+        trial.set_user_attr(R.RESULT, result.to_dict(losses=False))
         if result.reason:
             trial.set_user_attr(R.REASON, result.reason)
         if not result.ok:
@@ -400,7 +452,9 @@ class StudyStore:
                 yield from (entry for name, entry in trial.user_attrs.items() if name.startswith(R.SEED_PREFIX))
 
     def keep_seed(self, trial: optuna.Trial, seed: int, entry: dict[str, Any]) -> None:
-        """One trained seed of a final trial: ``{"seed", "result", "adapter"}``."""
+        """One trained seed of a final trial: ``{"seed", "result", "adapter"}`` (the result without its loss curve)."""
+        if "train_losses" in entry.get("result", {}):
+            entry = {**entry, "result": {k: v for k, v in entry["result"].items() if k != "train_losses"}}
         trial.set_user_attr(f"{R.SEED_PREFIX}{seed}", entry)
 
     def seed_entries(self, trial: optuna.Trial, seeds: list[int]) -> list[dict[str, Any]]:
@@ -411,7 +465,7 @@ class StudyStore:
         """A final trial's seeds, the first thing told of it once they ran (its lease ends here)."""
         self.leases.release(trial._trial_id)
         trial.set_user_attr(R.TRAINED, True)
-        trial.set_user_attr(R.SEEDS, [r.to_dict() for r in seed_results])
+        trial.set_user_attr(R.SEEDS, [r.to_dict(losses=False) for r in seed_results])
 
     def tell_final(self, trial: optuna.Trial, values: list[float], values_std: dict[str, float],
                    test_metrics: dict[str, float], test_metrics_std: dict[str, float], adapter_dir: str | None) -> None:

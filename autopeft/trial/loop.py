@@ -21,6 +21,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,6 +83,7 @@ class TrainingRun:
     final_loss: float | None  # the last step's loss (summed over ranks)
     resumed_steps: int = 0    # of ``steps``, done before (by the checkpoint resumed from)
     state: TrainState | None = None  # where training stands (not with a DeepSpeed engine or several ranks)
+    losses: tuple[tuple[int, float], ...] = ()  # (step, mean loss of the steps since the previous entry), thinned
 
 
 class CheckpointMismatch(ValueError):
@@ -89,6 +91,9 @@ class CheckpointMismatch(ValueError):
 
 
 CHECKPOINT_FORMAT = 1
+MAX_LOSS_POINTS = 100
+"""Training-loss entries a run reports at most (:attr:`TrainingRun.losses`): longer runs average windows of steps,
+so that a trial's loss curve stays a hundred intermediate values, whatever its length."""
 _PARAMETERS_FILE, _RNG_FILE, _OPTIMIZER_FILE, _META_FILE = ("parameters.safetensors", "rng.safetensors",
                                                             "optimizer.pt", "checkpoint.json")
 
@@ -188,6 +193,31 @@ def autocast(device: torch.device, training: TrainingConfig):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=training.bf16)
 
 
+StepListener = Callable[[int, int, float], None]
+"""Told ``(step, total_steps, loss)`` as training goes (at most every :data:`STEP_REPORT_SECONDS`, and at the end)."""
+_step_listeners: list[StepListener] = []
+STEP_REPORT_SECONDS = 0.5
+
+
+@contextmanager
+def listen_to_steps(listener: StepListener) -> Iterator[None]:
+    """While inside, ``listener`` hears every training run of this process (rank 0): a progress display's hook
+    that needs no plumbing through the search, the backend and the trial runner."""
+    _step_listeners.append(listener)
+    try:
+        yield
+    finally:
+        _step_listeners.remove(listener)
+
+
+def _tell_listeners(step: int, total_steps: int, loss: float) -> None:
+    for listener in list(_step_listeners):
+        try:
+            listener(step, total_steps, loss)
+        except Exception:  # a display must never fail a trial
+            pass
+
+
 def train(
     model: torch.nn.Module,
     loss: LossFunction,
@@ -244,8 +274,11 @@ def train(
         _restore(resume, model, names, optimizer, scheduler, device)
         step, loss_value = resume.steps, resume.final_loss
     resumed = step
+    every = max(1, math.ceil((total_steps - resumed) / MAX_LOSS_POINTS))  # thinned: the mean loss of each window
+    losses: list[tuple[int, float]] = []
+    window: list[float] = []
     forward.train()
-    start = time.perf_counter()
+    start = told = time.perf_counter()
     batches = _batches(lengths, batch_size, seed, world)
     for _ in range(min(resumed, total_steps)):  # the batches the resumed run trained: same order, skipped
         next(batches)
@@ -264,11 +297,19 @@ def train(
         update(loss_tensor)
         step += 1
         examples += len(batch)
+        window.append(loss_value)
+        if (step - resumed) % every == 0 or step == total_steps:
+            losses.append((step, sum(window) / len(window)))
+            window = []
+        if _step_listeners and rank == 0 and (time.perf_counter() - told >= STEP_REPORT_SECONDS
+                                              or step == total_steps):
+            _tell_listeners(step, total_steps, loss_value)
+            told = time.perf_counter()
     state = None
     if optimizer is not None and world == 1:
         state = TrainState(step, {name: p for p, name in names.items()}, optimizer.state_dict(),
                            scheduler.state_dict(), _rng_states(device), loss_value)
-    return TrainingRun(step, examples, time.perf_counter() - start, loss_value, resumed, state)
+    return TrainingRun(step, examples, time.perf_counter() - start, loss_value, resumed, state, tuple(losses))
 
 
 def _batches(lengths: np.ndarray, batch_size: int, seed: int, world: int) -> Iterator[np.ndarray]:

@@ -37,10 +37,17 @@ class TrialResult:
     trivial_metric: float | None = None   # what ignoring the input scores on the same eval subset (data.TrivialScore)
     trivial: bool = False                 # the trial did not beat trivial_metric by more than metric_stderr
     metric_stderr: float | None = None    # the eval subset's standard error of the metric at the trivial score
+    # [step, mean training loss] after every few optimiser steps (at most loop.MAX_LOSS_POINTS; a run continued from
+    # a checkpoint has the steps it trained): the search writes them as the Optuna trial's intermediate values
+    train_losses: list[list[float]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.status == OK
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self, losses: bool = True) -> dict:
+        """Every field (JSON types); without ``train_losses`` where the loss curve is stored elsewhere."""
+        data = asdict(self)
+        if not losses:
+            del data["train_losses"]
+        return data

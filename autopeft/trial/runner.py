@@ -385,6 +385,7 @@ class TrialRunner:
         result.steps, result.resumed_steps, result.train_examples = run.steps, run.resumed_steps, len(subset)
         result.train_examples_per_second = run.examples / max(run.seconds, 1e-9)
         result.final_train_loss = run.final_loss
+        result.train_losses = [[step, loss] for step, loss in run.losses]
         return run
 
     @staticmethod
