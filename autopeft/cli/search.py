@@ -341,4 +341,4 @@ def report(
     from autopeft.report import write_report
 
     folder, finished = write_report(run_dir, out, storage)
-    console.print(f"wrote {folder}" + ("" if finished else " (no trial finished: summary.md says why; no plots)"))
+    console.print(f"wrote {folder}" + ("" if finished else " (no Pareto point: summary.md says why; no Pareto plot or heatmap)"))
