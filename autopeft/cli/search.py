@@ -341,4 +341,5 @@ def report(
     from autopeft.report import write_report
 
     folder, finished = write_report(run_dir, out, storage)
-    console.print(f"wrote {folder}" + ("" if finished else " (no Pareto point: summary.md says why; no Pareto plot or heatmap)"))
+    missing = " (no Pareto point: summary.md says why; no Pareto plot or heatmap)"
+    console.print(f"wrote {folder}" + ("" if finished else missing))
