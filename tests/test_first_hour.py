@@ -67,6 +67,9 @@ def test_dataset_alias_is_the_local_copy_else_the_hubs(monkeypatch, tmp_path):
     assert local.local and local.dataset == str((copies / "glue_sst2").resolve())
     workers = merge_settings({}, {"model": "minilm", "dataset": "sst2"}).for_workers()
     assert workers["dataset"] == local.dataset and workers["dataset_config"] is None  # absolute: workers run elsewhere
+    pooled = merge_settings({}, {"model": "minilm", "dataset": "sst2", "warmup_pool": ["sst2", "cola"],
+                             "warmup_size": "100"}).for_workers()
+    assert pooled["warmup_pool"] == [local.dataset, "cola"]  # cola has no local copy here: the worker's Hub copy
     (tmp_path / "sst2").mkdir()  # a folder of that name here wins over the alias
     assert resolve_dataset_alias("sst2") is None
 

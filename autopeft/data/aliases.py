@@ -1,4 +1,4 @@
-"""Dataset aliases: short names (``sst2``) for the tasks the README and the default search use.
+"""Dataset aliases: short names (``sst2``, ``rte``, ``cola``, ``trec``) for tasks the README and the demo use.
 
 An alias resolves to a local copy when one exists — a folder named ``alias.folder`` under one of
 :func:`dataset_roots` — and to the Hub's copy otherwise, with the column hints the Hub copy needs.
@@ -30,6 +30,8 @@ DATASET_ALIASES: dict[str, DatasetAlias] = {
     "rte": DatasetAlias("glue_rte", "nyu-mll/glue", "rte",
                         {"text_column": "sentence1", "text_pair_column": "sentence2", "label_column": "label"},
                         "GLUE RTE: textual entailment of sentence pairs"),
+    "cola": DatasetAlias("glue_cola", "nyu-mll/glue", "cola", {"text_column": "sentence", "label_column": "label"},
+                         "GLUE CoLA: grammatical acceptability of sentences"),
     "trec": DatasetAlias("trec", "CogComp/trec", None, {"text_column": "text", "label_column": "coarse_label"},
                          "TREC: 6-way question type classification"),
 }

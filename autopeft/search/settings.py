@@ -401,11 +401,21 @@ class SearchSettings(BaseModel):
             value = data.get(name)
             if value and Path(value).expanduser().exists():
                 data[name] = str(Path(value).expanduser().resolve())
-        data["warmup_pool"] = [str(Path(p).expanduser().resolve()) if Path(p).expanduser().exists() else p
-                               for p in data.get("warmup_pool") or []]
+        data["warmup_pool"] = [_for_worker(p) for p in data.get("warmup_pool") or []]
         for name in ("storage", "ray_address", "ray_storage", "out", "study_name", "tracking", "tracking_uri"):
             data.pop(name, None)
         return data
+
+
+def _for_worker(dataset: str) -> str:
+    """A pool dataset as a worker in another folder finds it: an existing path or a dataset alias's local copy made
+    absolute; anything else (a Hub id, an alias with no local copy here) as given."""
+    from autopeft.data.aliases import resolve_dataset_alias
+
+    if Path(dataset).expanduser().exists():
+        return str(Path(dataset).expanduser().resolve())
+    alias = resolve_dataset_alias(dataset)
+    return alias.dataset if alias is not None and alias.local else dataset
 
 
 def _normalise_keys(data: dict[str, Any]) -> dict[str, Any]:
