@@ -97,3 +97,14 @@ def test_bitfit_is_rejected_for_a_model_without_biases(tmp_path):
 def test_missing_space_file():
     with pytest.raises(SpaceError, match="does not exist"):
         read_space_file("nope.yaml")
+
+
+def test_describe_tells_points_apart_by_their_searched_rates():
+    from autopeft.space.point import PeftPoint
+
+    modules = {"lora": {"type": "lora", "layers": [0, 1], "size": 8, "targets": ["query", "value"]}}
+    assert PeftPoint.from_dict({"modules": modules}).describe() == "lora size 8 on 2 layer(s)"
+    assert PeftPoint.from_dict({"modules": modules, "training": {"lr_scale": 1.4142}}).describe() == \
+        "lora size 8 on 2 layer(s); lr x1.4"
+    modules["lora"]["lr"] = 0.003
+    assert PeftPoint.from_dict({"modules": modules}).describe() == "lora size 8 on 2 layer(s) at lr 0.003"

@@ -34,6 +34,11 @@ class ModuleChoice:
         return data
 
 
+_TRAINING_LABELS = {"lr_scale": "lr x", "learning_rate": "lr ", "weight_decay": "weight decay ",
+                    "warmup_ratio": "warm-up "}
+"""How :meth:`PeftPoint.describe` names a searched training value."""
+
+
 @dataclass(frozen=True)
 class PeftPoint:
     modules: dict[str, ModuleChoice]
@@ -114,5 +119,10 @@ class PeftPoint:
         for name, module in self.modules.items():
             sizes = sorted(set(module.sizes.values()))
             size = "" if get_module_type(module.type).size is None else f" size {'/'.join(f'{s:g}' for s in sizes)}"
-            parts.append(f"{name}{size} on {len(module.layers)} layer(s)")
+            rate = "" if module.lr is None else f" at lr {module.lr:.2g}"
+            parts.append(f"{name}{size} on {len(module.layers)} layer(s){rate}")
+        # the searched training values tell apart points whose modules are the same (the default space's lr_scale)
+        for key, value in self.training.items():
+            label = _TRAINING_LABELS.get(key, key.replace("_", " "))
+            parts.append(f"{label}{value:.2g}" if isinstance(value, (int, float)) else f"{label}{value}")
         return "; ".join(parts)
