@@ -79,17 +79,13 @@ class SearchResult:
         the best), as a ``peft.PeftModel`` in eval mode."""
         from peft import PeftModel
 
-        from autopeft.models import get_base_model
-        from autopeft.search.settings import SearchSettings
+        from autopeft.search.run import read_run_info
 
         chosen = self.best() if point is None else self.front[point] if isinstance(point, int) else point
         if chosen.adapter_dir is None or not (chosen.adapter_dir / "adapter_config.json").is_file():
             raise AutopeftError(f"Pareto point {chosen.label} has no trained adapter "
                                 "(a task-head-only point, or the search ran with final_seeds=0)")
-        settings = SearchSettings.model_validate(self.settings)
-        spec = settings.task.load(settings.seed).spec
-        base = get_base_model(settings.model, spec.kind, num_labels=max(spec.num_labels, 1),
-                              trust_remote_code=settings.trust_remote_code)
+        base, _ = read_run_info(self.run_dir).base_model()
         return PeftModel.from_pretrained(base.fresh_copy(0), str(chosen.adapter_dir)).eval()
 
     def table(self) -> list[dict[str, Any]]:

@@ -37,24 +37,17 @@ class _ErrorsOnly(logging.Filter):
 _ERRORS_ONLY = _ErrorsOnly()
 
 
-def get_logger(name: str) -> logging.Logger:
-    """``autopeft.<name>`` (a module's logger)."""
-    return logging.getLogger(f"{LOGGER}.{name}" if name and not name.startswith(LOGGER) else (name or LOGGER))
-
-
 def quiet_libraries(verbose: bool = False) -> None:
     """The libraries' own chatter off (or, ``verbose``, back at their INFO level)."""
     level = logging.INFO if verbose else logging.WARNING
-    try:
-        from transformers.utils import logging as hf_logging
+    import optuna
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity(level if verbose else logging.ERROR)  # load reports ("weights not initialized")
-        if verbose:
-            hf_logging.enable_progress_bar()
-        else:
-            hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
+    hf_logging.set_verbosity(level if verbose else logging.ERROR)  # load reports ("weights not initialized")
+    if verbose:
+        hf_logging.enable_progress_bar()
+    else:
+        hf_logging.disable_progress_bar()
     for name in _LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(level)
     # DeepSpeed sets its logger's level itself when imported (after this), so a level set here would not hold; a
@@ -64,28 +57,14 @@ def quiet_libraries(verbose: bool = False) -> None:
         deepspeed.removeFilter(_ERRORS_ONLY)
     elif _ERRORS_ONLY not in deepspeed.filters:
         deepspeed.addFilter(_ERRORS_ONLY)
-    try:
-        import optuna
-
-        optuna.logging.set_verbosity(level)
-    except ImportError:  # pragma: no cover - optuna is a dependency
-        pass
+    optuna.logging.set_verbosity(level)
     if not verbose:
         # deprecation notices of the libraries' own internals, which a user cannot act on
         for module in ("transformers", "peft", "torch", "huggingface_hub", "datasets", "optuna"):
             warnings.filterwarnings("ignore", category=FutureWarning, module=module)
         warnings.filterwarnings("ignore", category=UserWarning, module="peft")
         warnings.filterwarnings("ignore", category=UserWarning, module="ray")
-        warnings.filterwarnings("ignore", category=optuna_experimental_warning())
-
-
-def optuna_experimental_warning() -> type[Warning]:
-    try:
-        from optuna.exceptions import ExperimentalWarning
-
-        return ExperimentalWarning
-    except ImportError:  # pragma: no cover
-        return UserWarning
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def console_level(verbosity: int) -> int:

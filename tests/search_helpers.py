@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import tiny_bert_config
@@ -32,6 +33,13 @@ def write_tiny_model(folder: Path, **config) -> str:
     BertForSequenceClassification(tiny_bert_config(vocab_size=VOCAB, **config)).save_pretrained(folder)
     AutoTokenizer.from_pretrained(resolve_model("minilm").path).save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture
+def lora_only_builders(monkeypatch):
+    """Build points with a plain LoRA factory (:func:`lora_builder`), so search tests do not depend on the builders'
+    progress; a module that imports this fixture gets it ``autouse``-d with ``pytestmark``."""
+    monkeypatch.setattr("autopeft.search.evaluator.builders_adapter_builder", lora_builder)
 
 
 def write_search_inputs(base: Path) -> dict[str, str]:

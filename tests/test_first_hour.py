@@ -10,7 +10,7 @@ import pytest
 
 from autopeft.cli import main
 from tests.cli_helpers import run_main
-from tests.search_helpers import lora_builder, write_search_inputs, write_tiny_task
+from tests.search_helpers import lora_only_builders, write_search_inputs, write_tiny_task  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +18,7 @@ def inputs(tmp_path_factory):
     return write_search_inputs(tmp_path_factory.mktemp("first-hour-inputs"))
 
 
-@pytest.fixture(autouse=True)
-def lora_only_builders(monkeypatch):
-    monkeypatch.setattr("autopeft.search.evaluator.builders_adapter_builder", lora_builder)
+pytestmark = pytest.mark.usefixtures("lora_only_builders")
 
 
 def tiny_search(inputs, out, *extra):

@@ -13,7 +13,7 @@ from autopeft.search import records as R
 from autopeft.search.evaluator import RunnerEvaluator
 from autopeft.search.run import read_run_info
 from autopeft.search.samplers import SAMPLERS
-from tests.search_helpers import interrupt_on_call, lora_builder, write_search_inputs
+from tests.search_helpers import interrupt_on_call, lora_only_builders, write_search_inputs  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +21,7 @@ def inputs(tmp_path_factory):
     return write_search_inputs(tmp_path_factory.mktemp("search-inputs"))
 
 
-@pytest.fixture(autouse=True)
-def lora_only_builders(monkeypatch):
-    """Build points with a plain LoRA factory, so these tests do not depend on the builders' progress."""
-    monkeypatch.setattr("autopeft.search.evaluator.builders_adapter_builder", lora_builder)
+pytestmark = pytest.mark.usefixtures("lora_only_builders")
 
 
 def search_args(inputs, out, *extra):

@@ -145,12 +145,6 @@ def nothing_finished(results: RunResults) -> str:
             + (f"; most common reasons: {reasons}" if reasons else "") + ")")
 
 
-def _settings(results: RunResults):
-    from autopeft.search.settings import SearchSettings
-
-    return SearchSettings.model_validate(results.info.settings)
-
-
 def _task(results: RunResults):
     """(the task as the cards name it, its TaskSpec or None): the spec is read back from the data (label names live
     there, not in run.json); a task that cannot be read any more still gets cards, saying so."""
@@ -161,7 +155,7 @@ def _task(results: RunResults):
     if Path(name).expanduser().exists() or name.startswith((".", "/", "~", "\\")):  # a local path: its name only
         name = Path(name).name
     try:
-        parsed = _settings(results)
+        parsed = results.info.search_settings()
         data = parsed.task.load(parsed.seed)
     except Exception as exc:  # moved or unreadable data, an old run.json: the cards say what is unknown
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
@@ -175,13 +169,7 @@ def _merged_writer(results: RunResults, spec):
     """folder -> writes folder/merged (the base model with the adapter folded in), or returns why not."""
     from peft import PeftModel
 
-    from autopeft.models import get_base_model
-
-    settings = _settings(results)
-    if spec is None:
-        spec = settings.task.load(settings.seed).spec
-    base = get_base_model(settings.model, spec.kind, num_labels=max(spec.num_labels, 1),
-                          trust_remote_code=settings.trust_remote_code)
+    base, spec = results.info.base_model(spec)
 
     def write(folder: Path) -> str | None:
         model = PeftModel.from_pretrained(base.fresh_copy(0), str(folder))
@@ -189,7 +177,7 @@ def _merged_writer(results: RunResults, spec):
             return "not mergeable: prompt learning (prefix tuning) adds virtual tokens, not weights to fold in"
         try:
             merged = model.merge_and_unload()
-        except (AutopeftError, ValueError, NotImplementedError) as exc:  # bottleneck adapters, prefixes say why
+        except AutopeftError as exc:  # autopeft's tuners that cannot fold (bottleneck, composite parts) say why
             return f"not mergeable: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}"
         if spec.kind == "classification" and spec.label_names:
             merged.config.id2label = {i: str(name) for i, name in enumerate(spec.label_names)}

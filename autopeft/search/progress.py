@@ -15,6 +15,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from autopeft.search import records as R
 from autopeft.search.objectives import Objective
 from autopeft.search.records import TrialRecord
 
@@ -142,8 +143,8 @@ def median_seconds_by_rung(records_by_rung: dict[int, list[TrialRecord]]) -> dic
     """Median wall seconds of the trained trials at each rung (rungs with none left out)."""
     medians = {}
     for rung, records in records_by_rung.items():
-        times = [r.attrs["result"]["wall_seconds"] for r in records
-                 if "result" in r.attrs and r.attrs["result"].get("wall_seconds") is not None]
+        times = [r.attrs[R.RESULT]["wall_seconds"] for r in records
+                 if r.attrs.get(R.RESULT, {}).get("wall_seconds") is not None]
         if times:
             medians[rung] = statistics.median(times)
     return medians

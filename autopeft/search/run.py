@@ -53,6 +53,21 @@ class RunInfo:
     settings: dict[str, Any]
     sampler: str | None = None   # the sampler that ran ("auto" resolved; None in runs written before it was kept)
 
+    def search_settings(self) -> SearchSettings:
+        """The run's settings as the search read them (run.json keeps them flat, URLs masked)."""
+        return SearchSettings.model_validate(self.settings)
+
+    def base_model(self, spec=None):
+        """(the run's base model with its task's head, the task's TaskSpec): what every trial started from, for
+        loading a trained adapter onto (``spec``: the task's, when the caller already read it back)."""
+        from autopeft.models import get_base_model
+
+        settings = self.search_settings()
+        spec = spec if spec is not None else settings.task.load(settings.seed).spec
+        base = get_base_model(settings.model, spec.kind, num_labels=max(spec.num_labels, 1),
+                              trust_remote_code=settings.trust_remote_code)
+        return base, spec
+
     def open_storage(self, override: str | None = None):
         if override is None and self.storage_has_credentials:
             raise AutopeftError(f"the storage of run '{self.run_dir}' holds credentials that were not saved; "

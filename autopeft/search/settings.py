@@ -467,9 +467,14 @@ def demo_model() -> str:
     return "minilm" if alias_installed("minilm") else MODEL_ALIASES["minilm"].hub_id
 
 
+def _given(file_values: dict[str, Any], flag_values: dict[str, Any]) -> dict[str, Any]:
+    """File values, overridden by every flag that was given (not None)."""
+    return {**file_values, **{k: v for k, v in _normalise_keys(flag_values).items() if v is not None}}
+
+
 def is_demo(file_values: dict[str, Any], flag_values: dict[str, Any]) -> bool:
     """Neither a model nor a dataset anywhere: the user asked for the demo search."""
-    values = {**file_values, **{k: v for k, v in _normalise_keys(flag_values).items() if v is not None}}
+    values = _given(file_values, flag_values)
     return values.get("model") in (None, "") and values.get("dataset") in (None, "")
 
 
@@ -478,7 +483,7 @@ def merge_settings(file_values: dict[str, Any], flag_values: dict[str, Any], sou
     (:data:`DEMO_SEARCH`) under them."""
     if is_demo(file_values, flag_values):
         file_values = {**DEMO_SEARCH, "model": demo_model(), **file_values}
-    merged = {**file_values, **{k: v for k, v in _normalise_keys(flag_values).items() if v is not None}}
+    merged = _given(file_values, flag_values)
     for required in ("model", "dataset"):
         if merged.get(required) in (None, ""):
             raise AutopeftError(f"--{required} is required (as a flag or in the config file)")
