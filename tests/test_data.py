@@ -297,8 +297,8 @@ def test_bad_options_are_data_errors(shared_datasets):
         load_task(sst2, metric="pearson")
     with pytest.raises(DataError, match="unknown task"):
         load_task(sst2, task="ranking")
-    with pytest.raises(DataError, match="prompt/response"):
-        load_task(sst2, task="causal_lm")
+    with pytest.raises(DataError, match="prompt/response"):  # (task="causal_lm" alone: verbalised classification)
+        load_task(sst2, prompt_columns=["sentence"])
     with pytest.raises(DataError, match="validation fraction"):
         load_task(sst2, validation_fraction=1.5)
 

@@ -94,6 +94,35 @@ def test_ranking_round_trip_and_order(tmp_path):
         (layer, head) for layer, heads in ranking.top_k(3).items() for head in heads}
 
 
+def test_within_layers_takes_every_layers_best_head_before_any_second_best():
+    ranking = HeadRanking.from_tensor("m", torch.tensor([[0.1, 0.2, 0.05], [0.9, 0.8, 0.7], [0.3, 0.6, 0.4]]))
+    assert ranking.top_k(3) == {1: [0, 1, 2]}  # globally the loud layer takes all
+    spread = ranking.within_layers()
+    assert spread.top_k(3) == {0: [1], 1: [0], 2: [1]}
+    assert spread.top_k(4) == {0: [1], 1: [0, 1], 2: [1]}  # second bests by their own score: layer 1's 0.8 first
+
+
+def test_the_probe_fits_the_head_alone_first_and_is_its_own_cache_entry(bert, task, tmp_path, monkeypatch):
+    """probe_epochs: an optimizer over the classifier only runs before step 1's (scales + classifier)."""
+    monkeypatch.setenv("AUTOPEFT_CACHE", str(tmp_path))
+    seen = []
+    original = torch.optim.AdamW
+
+    def spy(parameters, **kwargs):
+        parameters = list(parameters)
+        seen.append(sorted(tuple(p.shape) for p in parameters))
+        return original(parameters, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    settings = dict(l1=1e-3, lr=1e-2, epochs=1, batch_size=32, max_length=32, train_examples=40)
+    plain, _, _ = load_or_select_heads(bert, task, **settings)
+    probed, meta, hit = load_or_select_heads(bert, task, probe_epochs=2, **settings)
+    assert not hit and meta["probe_epochs"] == 2 and meta["probe_final_loss"] > 0
+    assert seen == [sorted([(4, 8), (4, 8), (2, 32), (2,)]), [(2,), (2, 32)], sorted([(4, 8), (4, 8), (2, 32), (2,)])]
+    assert probed.scores != plain.scores
+    assert load_or_select_heads(bert, task, probe_epochs=2, **settings)[2]  # cached apart from the plain one
+
+
 def test_the_cache_is_hit_on_the_second_call_and_missed_on_other_settings(bert, task, tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOPEFT_CACHE", str(tmp_path))
     settings = dict(l1=1e-2, seed=0, train_examples=24, **QUICK)

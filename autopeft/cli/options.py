@@ -43,6 +43,10 @@ TASK_FLAGS: FlagGroup = {
     "response_column": Annotated[Optional[str], typer.Option(
         "--response-column", help="Causal LM answer column, the tokens the loss is on (default: detected).")],
     "metric": Annotated[Optional[str], typer.Option("--metric", help="Primary metric (default: per task).")],
+    "verbalizer": Annotated[Optional[str], typer.Option(
+        "--verbalizer", help="Label words, one per class in label order, comma-separated (e.g. negative,positive):"
+        " a labelled dataset becomes a causal LM task answered with these words, no new head. --task causal_lm on"
+        " a labelled dataset does the same with the dataset's own label names.")],
 }
 """How to read the dataset: the flat keys of :class:`autopeft.search.settings.TaskSettings` besides ``dataset``."""
 

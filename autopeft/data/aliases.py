@@ -22,18 +22,25 @@ class DatasetAlias:
     hub_config: str | None = None
     hub_columns: dict[str, str] = field(default_factory=dict)   # load_task keyword -> column, for the Hub copy
     description: str = ""
+    # label name (the local copy's or the Hub's) -> the word a causal LM answers with (verbalised classification)
+    label_words: dict[str, str] = field(default_factory=dict)
 
 
 DATASET_ALIASES: dict[str, DatasetAlias] = {
     "sst2": DatasetAlias("glue_sst2", "nyu-mll/glue", "sst2", {"text_column": "sentence", "label_column": "label"},
-                         "GLUE SST-2: binary sentiment of movie-review sentences"),
+                         "GLUE SST-2: binary sentiment of movie-review sentences",
+                         {"0": "negative", "1": "positive"}),
     "rte": DatasetAlias("glue_rte", "nyu-mll/glue", "rte",
                         {"text_column": "sentence1", "text_pair_column": "sentence2", "label_column": "label"},
-                        "GLUE RTE: textual entailment of sentence pairs"),
+                        "GLUE RTE: textual entailment of sentence pairs",
+                        {"entailment": "yes", "not_entailment": "no"}),
     "cola": DatasetAlias("glue_cola", "nyu-mll/glue", "cola", {"text_column": "sentence", "label_column": "label"},
-                         "GLUE CoLA: grammatical acceptability of sentences"),
+                         "GLUE CoLA: grammatical acceptability of sentences",
+                         {"0": "unacceptable", "1": "acceptable"}),
     "trec": DatasetAlias("trec", "CogComp/trec", None, {"text_column": "text", "label_column": "coarse_label"},
-                         "TREC: 6-way question type classification"),
+                         "TREC: 6-way question type classification",
+                         {"ABBR": "abbreviation", "DESC": "description", "ENTY": "entity", "HUM": "human",
+                          "LOC": "location", "NUM": "number"}),
 }
 
 
@@ -49,6 +56,7 @@ class ResolvedDataset:
     dataset_config: str | None
     columns: dict[str, str]          # column hints for load_task (Hub copies only)
     local: bool
+    label_words: dict[str, str] = field(default_factory=dict)   # DatasetAlias.label_words
 
 
 def resolve_dataset_alias(name: str) -> ResolvedDataset | None:
@@ -58,5 +66,5 @@ def resolve_dataset_alias(name: str) -> ResolvedDataset | None:
         return None
     for root in dataset_roots():
         if (root / alias.folder).is_dir():
-            return ResolvedDataset(str((root / alias.folder).resolve()), None, {}, True)
-    return ResolvedDataset(alias.hub_id, alias.hub_config, dict(alias.hub_columns), False)
+            return ResolvedDataset(str((root / alias.folder).resolve()), None, {}, True, dict(alias.label_words))
+    return ResolvedDataset(alias.hub_id, alias.hub_config, dict(alias.hub_columns), False, dict(alias.label_words))

@@ -41,7 +41,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from autopeft.data.aliases import resolve_dataset_alias
-from autopeft.data.tasks import TaskData, TaskSpec, infer_spec, require_column
+from autopeft.data.tasks import TaskData, TaskSpec, check_verbalizer, infer_spec, require_column
 from autopeft.errors import DataError
 
 BUILDER_BY_EXTENSION = {
@@ -92,13 +92,20 @@ def load_task(
     prompt_columns: str | Sequence[str] | None = None,
     response_column: str | None = None,
     metric: str | None = None,
+    verbalizer: str | Sequence[str] | None = None,
     validation_fraction: float = 0.1,
     max_validation: int | None = 2000,
     seed: int = 0,
 ) -> TaskData:
-    """Load `dataset` as a task; repeated calls with the same arguments and files are cached."""
+    """Load `dataset` as a task; repeated calls with the same arguments and files are cached.
+
+    ``verbalizer`` (label words, one per class in label-id order; a string may list them comma-separated) or
+    ``task="causal_lm"`` on a labelled dataset makes verbalised classification (see :mod:`autopeft.data.tasks`);
+    without words, the alias's (``sst2``: negative, positive) or the label names are the answers.
+    """
     _check_split_options(validation_fraction, max_validation)
     alias = resolve_dataset_alias(str(dataset)) if dataset_config is None else None
+    label_words = alias.label_words if alias is not None else {}
     if alias is not None:  # `sst2`: the local copy, or the Hub's with its columns (flags given still win)
         dataset, dataset_config = alias.dataset, alias.dataset_config
         text_column = text_column or alias.columns.get("text_column")
@@ -108,7 +115,7 @@ def load_task(
     spec_options = dict(
         task=task, text_column=text_column, text_pair_column=text_pair_column,
         label_column=label_column, response_column=response_column, metric=metric,
-        prompt_columns=_column_tuple(prompt_columns),
+        prompt_columns=_column_tuple(prompt_columns), verbalizer=_column_tuple(verbalizer),
     )
     split_options = dict(fraction=validation_fraction, cap=max_validation, seed=seed)
     fingerprint = _fingerprint(source, {**spec_options, **split_options})
@@ -120,6 +127,9 @@ def load_task(
     spec = infer_spec(splits["train"], name=source.name, **spec_options)
     splits = _labelled_splits(splits, spec, source.name)
     splits, spec = _encode_labels(splits, spec, source.name)
+    if spec.is_verbalized:
+        spec = replace(spec, verbalizer=spec.verbalizer or _default_words(spec.label_names, label_words))
+        check_verbalizer(spec)
     _check_learnable(splits["train"], spec, source.name)
     train, validation, test, split_sources = _arrange_splits(splits, spec, **split_options)
     data = TaskData(
@@ -337,27 +347,37 @@ def _labelled_splits(
     splits: dict[str, datasets.Dataset], spec: TaskSpec, name: str
 ) -> dict[str, datasets.Dataset]:
     """Keep train plus the validation/test splits that carry targets; check their input columns."""
-    target = spec.response_column if spec.kind == "causal_lm" else spec.label_column
-    if not _is_labelled(splits["train"], target, spec.kind):
+    target = spec.label_column or spec.response_column
+    if not _is_labelled(splits["train"], target, _target_kind(spec)):
         raise DataError(
             f"the train split of '{name}' has rows without a value in column '{target}'"
         )
     kept = {"train": splits["train"]}
     for split in ("validation", "test"):
-        if split in splits and _is_labelled(splits[split], target, spec.kind):
+        if split in splits and _is_labelled(splits[split], target, _target_kind(spec)):
             for column in _input_columns(spec):
                 require_column(splits[split].column_names, column, f"{split} split", name)
             kept[split] = splits[split]
     return kept
 
 
+def _target_kind(spec: TaskSpec) -> str:
+    """What the target column holds: class labels (verbalised classification too), numbers, or response texts."""
+    return "classification" if spec.is_classification else spec.kind
+
+
+def _default_words(label_names: Sequence[str], alias_words: dict[str, str]) -> tuple[str, ...]:
+    """The alias's word for each label name, else the name itself (``not_entailment`` -> ``not entailment``)."""
+    return tuple(alias_words.get(str(name), str(name).replace("_", " ").strip()) for name in label_names)
+
+
 def _check_learnable(train: datasets.Dataset, spec: TaskSpec, name: str) -> None:
     """Refuse data no model can learn from: every trial would score the trivial predictor (or 1.0)."""
-    for column in [*_input_columns(spec), *([spec.response_column] if spec.kind == "causal_lm" else [])]:
+    for column in [*_input_columns(spec), *([spec.response_column] if spec.response_column else [])]:
         values = column_values(train, column)
         if not any(v is not None and str(v).strip() for v in values):
             raise DataError(f"column '{column}' of '{name}' is empty in every train row: nothing to learn from")
-    if spec.kind == "classification":
+    if spec.is_classification:
         distinct = set(column_values(train, spec.label_column))
         if len(distinct) < 2:
             label = spec.label_names[next(iter(distinct))] if distinct and spec.label_names else distinct
@@ -403,7 +423,7 @@ def _encode_labels(
         except (ValueError, TypeError) as error:
             raise DataError(f"label column '{column}' of '{name}' is not numeric") from error
         return cast, spec
-    if spec.kind != "classification":
+    if not spec.is_classification:
         return splits, spec
 
     feature = splits["train"].features[column]
@@ -488,7 +508,7 @@ def _carve(
 def _stratification_labels(
     dataset: datasets.Dataset, spec: TaskSpec, size: int
 ) -> np.ndarray | None:
-    if spec.kind != "classification":
+    if not spec.is_classification:
         return None
     labels = np.asarray(column_values(dataset, spec.label_column), dtype=np.int64)
     counts = np.bincount(labels)

@@ -44,10 +44,10 @@ def is_higher_better(metric_name: str) -> bool:
 def compute_metrics(spec: TaskSpec, predictions: Any, references: Any) -> dict[str, float]:
     """Every metric of the task's kind (its primary one included, except eval_loss).
 
-    classification: predictions are class ids or logits (argmax is taken over the last axis);
+    classification (verbalised too): predictions are class ids or logits (argmax is taken over the last axis);
     regression: predicted values, shape (n,) or (n, 1); causal_lm: generated texts.
     """
-    if spec.kind == "classification":
+    if spec.is_classification:
         return classification_metrics(predictions, references)
     if spec.kind == "regression":
         return regression_metrics(predictions, references)
@@ -223,14 +223,15 @@ def trivial_score(spec: TaskSpec, train_labels: Sequence[Any], eval_labels: Sequ
                   metric: str | None = None) -> TrivialScore:
     """The score of the input-blind predictor on ``eval_labels`` (classification or regression).
 
-    classification: the best constant answer (each metric's maximum over answering one class always, scored by
+    classification (verbalised too: the classes are its label words): the best constant answer (each metric's
+    maximum over answering one class always, scored by
     :func:`compute_metrics`: the accuracy is the evaluated examples' majority share, MCC is 0), its eval loss the
     train class frequencies' cross-entropy (add-one smoothed);
     regression: always the train mean (Pearson/Spearman are undefined, so 0), its loss that predictor's mean
     squared error. A causal LM's trivial score is its base model's own eval loss, which takes the model
     (:meth:`autopeft.trial.TrialRunner.trivial_score`; :func:`loss_trivial_score`).
     """
-    if spec.kind == "causal_lm":
+    if spec.kind == "causal_lm" and not spec.is_verbalized:
         raise ValueError("a causal LM's trivial score is the base model's eval loss (loss_trivial_score)")
     metric = metric or spec.metric
     train = np.asarray(train_labels)
@@ -242,7 +243,7 @@ def trivial_score(spec: TaskSpec, train_labels: Sequence[Any], eval_labels: Sequ
         scores = {"eval_loss": float(np.mean((expected.astype(float) - mean) ** 2)),
                   **regression_metrics(np.full(len(expected), mean), expected)}
     else:
-        classes = max(spec.num_labels, int(np.max(train)) + 1, int(np.max(expected)) + 1)
+        classes = max(len(spec.label_names), int(np.max(train)) + 1, int(np.max(expected)) + 1)
         counts = np.bincount(train.astype(int), minlength=classes)
         smoothed = (counts + 1.0) / (counts + 1.0).sum()
         # the best constant answer on the scored examples, not only the train split's majority: where the two

@@ -3,6 +3,12 @@
 `infer_spec` decides the task kind, the columns and the primary metric from the train split and
 the user's flags. Detection is by column name only (see the `*_COLUMNS` / `*_LAYOUTS` tables);
 the one value-based rule is regression, chosen when the label column holds non-integer floats.
+
+A labelled dataset read as `causal_lm` (`--task causal_lm`, or `--verbalizer`) is *verbalised
+classification*: each example becomes a prompt (the text, then the answer choices) and the label's
+word as the response, trained with the language-modelling loss and no new head, and scored by which
+label word the model finds most likely (`TaskSpec.verbalizer`). This is how decoder LMs are tuned
+as classifiers (PET, LM-BFF, LoFiT's setting), and how their users would tune them.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
     "regression": ("pearson", "spearman", "eval_loss"),
     "causal_lm": ("eval_loss", "exact_match"),
 }
+# A verbalised classification task is a causal LM scored like a classifier.
+VERBALIZED_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "mcc", "eval_loss")
 
 # Sentence-pair layouts are tried before single text columns, so QNLI-like data keeps both parts.
 TEXT_PAIR_LAYOUTS: tuple[tuple[str, str], ...] = (
@@ -63,6 +71,9 @@ class TaskSpec:
     response_column: str | None = None
     label_names: tuple[str, ...] = ()  # classification: id -> name
     metric: str = "accuracy"  # primary metric; higher is better except eval_loss
+    # verbalised classification (causal_lm over a label column): the answer word of each class id; filled by the
+    # loader from --verbalizer, else the dataset alias's words, else the label names
+    verbalizer: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -71,7 +82,23 @@ class TaskSpec:
             )
 
     @property
+    def is_verbalized(self) -> bool:
+        """A causal LM trained on a labelled dataset: label words as the answers, scored as a classifier."""
+        return self.kind == "causal_lm" and self.label_column is not None
+
+    @property
+    def is_classification(self) -> bool:
+        """Scored by class: a classifier head, or a causal LM's likeliest label word."""
+        return self.kind == "classification" or self.is_verbalized
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics this task can be scored with, its default first."""
+        return VERBALIZED_METRICS if self.is_verbalized else METRICS_BY_KIND[self.kind]
+
+    @property
     def num_labels(self) -> int:
+        """Outputs of a new head: classes, 1 for regression, 0 for a causal LM (its head is the vocabulary)."""
         if self.kind == "regression":
             return 1
         if self.kind == "causal_lm":
@@ -114,34 +141,47 @@ def infer_spec(
     prompt_columns: Sequence[str] | None = None,
     response_column: str | None = None,
     metric: str | None = None,
+    verbalizer: Sequence[str] | None = None,
 ) -> TaskSpec:
     """Build the TaskSpec from the user's flags, filling what is missing from the train columns.
 
-    `label_names` stays empty here: the loader fills it once labels of every split are known.
+    `label_names` stays empty here: the loader fills it once labels of every split are known, and the
+    verbaliser's words with them (`verbalizer` is only checked and kept here).
     """
     columns = list(train.column_names)
     kind = normalize_kind(task)
     wants_causal = bool(prompt_columns) or response_column is not None
     wants_labels = any(c is not None for c in (label_column, text_column, text_pair_column))
+    if verbalizer:
+        if wants_causal:
+            raise DataError("--verbalizer reads a labelled dataset as a causal LM task; it does not go with "
+                            "--prompt-column/--response-column")
+        if kind not in (None, "causal_lm"):
+            raise DataError(f"--verbalizer makes a causal_lm task of a labelled dataset, not a {kind} one")
+        kind = "causal_lm"
     if kind is None and wants_causal:
         kind = "causal_lm"
     if kind is None and not wants_labels and _match_causal_layout(columns) is not None:
         kind = "causal_lm"
 
-    if kind == "causal_lm":
+    verbalize = kind == "causal_lm" and not wants_causal and (
+        bool(verbalizer) or wants_labels or _match_causal_layout(columns) is None)
+    if verbalize:
+        spec = _verbalized_spec(train, columns, name, text_column, text_pair_column, label_column, verbalizer)
+    elif kind == "causal_lm":
         spec = _causal_spec(columns, name, prompt_columns, response_column)
     else:
         spec = _labelled_spec(
             train, columns, name, kind, text_column, text_pair_column, label_column
         )
     chosen_metric = metric.strip().lower() if metric else default_metric(spec, train, name)
-    check_metric(chosen_metric, spec.kind)
+    check_metric(chosen_metric, spec)
     return replace(spec, metric=chosen_metric)
 
 
 def default_metric(spec: TaskSpec, train: datasets.Dataset, name: str) -> str:
     """accuracy (mcc for CoLA), pearson for regression, eval_loss or exact match for causal LM."""
-    if spec.kind == "classification":
+    if spec.is_classification:
         return "mcc" if "cola" in name.lower() else "accuracy"
     if spec.kind == "regression":
         return "pearson"
@@ -150,12 +190,27 @@ def default_metric(spec: TaskSpec, train: datasets.Dataset, name: str) -> str:
     return "exact_match" if has_final_answers else "eval_loss"
 
 
-def check_metric(metric: str, kind: str) -> None:
-    allowed = METRICS_BY_KIND[kind]
+def check_metric(metric: str, spec: TaskSpec) -> None:
+    allowed = spec.metrics
     if metric not in allowed:
+        what = "verbalised classification" if spec.is_verbalized else spec.kind
         raise DataError(
-            f"metric '{metric}' does not apply to a {kind} task (choose from: {', '.join(allowed)})"
+            f"metric '{metric}' does not apply to a {what} task (choose from: {', '.join(allowed)})"
         )
+
+
+def check_verbalizer(spec: TaskSpec) -> None:
+    """One distinct, non-empty word per class: the label words are the answers the model is scored on."""
+    words = [w.strip() for w in spec.verbalizer]
+    if len(words) != len(spec.label_names):
+        names = ", ".join(str(n) for n in spec.label_names)
+        raise DataError(f"--verbalizer has {len(words)} word(s) for {len(spec.label_names)} classes ({names}); "
+                        "give one per class, in that order")
+    if any(not w for w in words):
+        raise DataError("--verbalizer has an empty word: every class needs an answer word")
+    repeated = sorted({w for w in words if words.count(w) > 1})
+    if repeated:
+        raise DataError(f"--verbalizer repeats {', '.join(repr(w) for w in repeated)}: each class needs its own word")
 
 
 def require_column(columns: Sequence[str], column: str, role: str, name: str) -> None:
@@ -185,6 +240,23 @@ def _causal_spec(
         require_column(columns, column, "prompt", name)
     require_column(columns, response, "response", name)
     return TaskSpec(kind="causal_lm", prompt_columns=prompts, response_column=response)
+
+
+def _verbalized_spec(
+    train: datasets.Dataset,
+    columns: list[str],
+    name: str,
+    text_column: str | None,
+    text_pair_column: str | None,
+    label_column: str | None,
+    verbalizer: Sequence[str] | None,
+) -> TaskSpec:
+    spec = _labelled_spec(train, columns, name, None, text_column, text_pair_column, label_column)
+    if spec.kind == "regression":
+        raise DataError(f"the labels of '{name}' (column '{spec.label_column}') are real numbers: a regression "
+                        "target has no label words to answer with; drop --task causal_lm/--verbalizer")
+    words = tuple(w.strip() for w in verbalizer or ())
+    return replace(spec, kind="causal_lm", verbalizer=words)
 
 
 def _labelled_spec(

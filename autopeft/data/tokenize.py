@@ -13,6 +13,12 @@ loss covers the response (and eos) only. Prompt templates (`format_prompt`):
 Examples longer than max_length keep at least a quarter of max_length of response tokens; the
 prompt loses tokens from the left first (`fit_causal_example`).
 
+Verbalised classification (`TaskSpec.is_verbalized`): the prompt is the text (and its pair, on the
+next line), then "Answer ({word_0} / {word_1} / ...):"; the response is " {word}" and eos, trained
+like any causal example. `TokenizedTask.choice_token_ids` holds each word's first token: the
+classes are told apart by that token's logit right after the prompt (`verbalized_predictions`), so
+the words must differ in their first token.
+
 Results are cached in-process by (data fingerprint, tokenizer name + class + size, max_length).
 """
 
@@ -85,6 +91,7 @@ class TokenizedSplit:
     token_type_ids: RaggedArray | None = None  # when the tokenizer makes them (BERT)
     prompt_ids: RaggedArray | None = None  # causal_lm: the (truncated) prompt, for generation
     responses: list[str] | None = None  # causal_lm: raw reference responses, for exact match
+    classes: np.ndarray | None = None  # verbalised classification: the class id of each example
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -102,6 +109,7 @@ class TokenizedTask:
     train: TokenizedSplit
     validation: TokenizedSplit
     test: TokenizedSplit | None
+    choice_token_ids: tuple[int, ...] = ()  # verbalised classification: each label word's first token
 
     def __getitem__(self, name: str) -> TokenizedSplit:
         """`tokenized["validation"]`; KeyError for an unknown or absent split."""
@@ -121,7 +129,11 @@ def tokenize_task(data: TaskData, tokenizer: Any, max_length: int) -> TokenizedT
         _tokenized_cache.move_to_end(key)
         return _tokenized_cache[key]
 
-    tokenize_split = _tokenize_causal if data.spec.kind == "causal_lm" else _tokenize_labelled
+    choices = choice_token_ids(data.spec, tokenizer) if data.spec.is_verbalized else ()
+    if data.spec.is_verbalized:
+        tokenize_split = _tokenize_verbalized
+    else:
+        tokenize_split = _tokenize_causal if data.spec.kind == "causal_lm" else _tokenize_labelled
     datasets_by_split = {"train": data.train, "validation": data.validation, "test": data.test}
     splits = {
         name: None if dataset is None else tokenize_split(dataset, data.spec, tokenizer, max_length)
@@ -129,7 +141,7 @@ def tokenize_task(data: TaskData, tokenizer: Any, max_length: int) -> TokenizedT
     }
     tokenized = TokenizedTask(
         spec=data.spec, name=data.name, fingerprint=data.fingerprint, max_length=max_length,
-        pad_token_id=_pad_token_id(tokenizer), **splits,
+        pad_token_id=_pad_token_id(tokenizer), choice_token_ids=choices, **splits,
     )
     _tokenized_cache[key] = tokenized
     if len(_tokenized_cache) > _TOKENIZED_CACHE_SIZE:
@@ -153,6 +165,17 @@ def format_prompt(spec: TaskSpec, example: Mapping[str, Any]) -> str:
     if spec.prompt_columns == ("question",):
         return f"Question: {fields[0]}\nAnswer: "
     return "".join(f"{field}\n" for field in fields if field.strip())
+
+
+def verbalized_prompt(spec: TaskSpec, text: str, pair: str | None = None) -> str:
+    """The prompt of one verbalised classification example (template in the module docstring)."""
+    lines = [text] + ([pair] if pair is not None else [])
+    return "\n".join(lines) + f"\nAnswer ({' / '.join(spec.verbalizer)}):"
+
+
+def verbalized_response(word: str) -> str:
+    """The answer text after the prompt: a space, then the label word (eos follows as a token)."""
+    return f" {word}"
 
 
 def fit_causal_example(
@@ -220,6 +243,52 @@ def _tokenize_causal(
         prompt_ids=RaggedArray.from_rows(kept_prompts),
         responses=responses,
     )
+
+
+def _tokenize_verbalized(
+    dataset: datasets.Dataset, spec: TaskSpec, tokenizer: Any, max_length: int
+) -> TokenizedSplit:
+    texts = _texts(dataset, spec.text_column)
+    pairs = _texts(dataset, spec.text_pair_column) if spec.text_pair_column else [None] * len(texts)
+    classes = np.asarray(column_values(dataset, spec.label_column), dtype=np.int64)
+    plain = dict(return_attention_mask=False, verbose=False)
+    prompt_rows = tokenizer([verbalized_prompt(spec, t, p) for t, p in zip(texts, pairs)], **plain)["input_ids"]
+    word_rows = tokenizer([verbalized_response(w) for w in spec.verbalizer], add_special_tokens=False,
+                          **plain)["input_ids"]
+    eos = _eos_token_ids(tokenizer)
+
+    input_rows, label_rows, kept_prompts = [], [], []
+    for prompt, label in zip(prompt_rows, classes):
+        prompt, response = fit_causal_example(prompt, word_rows[label] + eos, max_length)
+        input_rows.append(prompt + response)
+        label_rows.append([IGNORE_INDEX] * len(prompt) + response)
+        kept_prompts.append(prompt)
+    input_ids = RaggedArray.from_rows(input_rows)
+    return TokenizedSplit(
+        kind=spec.kind,
+        input_ids=input_ids,
+        labels=RaggedArray.from_rows(label_rows),
+        lengths=input_ids.lengths,
+        prompt_ids=RaggedArray.from_rows(kept_prompts),
+        responses=[spec.verbalizer[c] for c in classes],
+        classes=classes,
+    )
+
+
+def choice_token_ids(spec: TaskSpec, tokenizer: Any) -> tuple[int, ...]:
+    """Each label word's first token after the prompt; a DataError when two words share it."""
+    rows = tokenizer([verbalized_response(w) for w in spec.verbalizer], add_special_tokens=False)["input_ids"]
+    if any(not row for row in rows):
+        raise DataError("a --verbalizer word tokenises to nothing")
+    first = tuple(int(row[0]) for row in rows)
+    for i, token in enumerate(first):
+        twin = first.index(token)
+        if twin != i:
+            piece = tokenizer.convert_ids_to_tokens(token)
+            raise DataError(f"label words '{spec.verbalizer[twin]}' and '{spec.verbalizer[i]}' start with the same "
+                            f"token ({piece!r}), so a causal LM cannot tell them apart by their first token; "
+                            "pass --verbalizer with words that start differently")
+    return first
 
 
 def _texts(dataset: datasets.Dataset, column: str) -> list[str]:

@@ -162,7 +162,8 @@ def _task(results: RunResults):
         return TaskInfo(name, settings.get("task"), results.info.metric,
                         note=f"its data could not be read back at export: {text}"), None
     spec = data.spec
-    return TaskInfo(data.name, spec.kind, spec.metric, tuple(str(n) for n in spec.label_names)), spec
+    return TaskInfo(data.name, spec.kind, spec.metric, tuple(str(n) for n in spec.label_names),
+                    verbalizer=spec.verbalizer), spec
 
 
 def _merged_writer(results: RunResults, spec):

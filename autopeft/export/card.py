@@ -81,6 +81,7 @@ class TaskInfo:
     metric: str
     label_names: tuple[str, ...] = ()
     note: str | None = None
+    verbalizer: tuple[str, ...] = ()  # a causal LM classifying by label word (verbalised classification)
 
 
 @dataclass
@@ -138,7 +139,24 @@ def loading_code(card: PointCard, base: BaseModelId, task: TaskInfo) -> str:
     if kind == "classification" and task.label_names:
         lines += ["", 'inputs = tokenizer("an example input", return_tensors="pt")',
                   "print(model.config.id2label[model(**inputs).logits.argmax(-1).item()])"]
+    if task.verbalizer:
+        from autopeft.data.tokenize import verbalized_prompt, verbalized_response
+
+        prompt = verbalized_prompt(_words_only(task.verbalizer), "an example input")
+        lines += ["", "# a classifier by label word: the class whose word's first token is likeliest after the prompt",
+                  f"words = {list(task.verbalizer)!r}",
+                  f"choices = [tokenizer({verbalized_response('{w}')!r}.format(w=w), add_special_tokens=False)"
+                  ".input_ids[0] for w in words]",
+                  f"inputs = tokenizer({prompt!r}, return_tensors='pt')",
+                  "print(words[model(**inputs).logits[0, -1, choices].argmax().item()])"]
     return "\n".join(lines)
+
+
+def _words_only(words: tuple[str, ...]):
+    """What verbalized_prompt reads of a task spec: its words."""
+    from autopeft.data.tasks import TaskSpec
+
+    return TaskSpec(kind="causal_lm", verbalizer=words)
 
 
 def _front_matter(card: PointCard, base: BaseModelId, task: TaskInfo) -> str:
@@ -190,6 +208,9 @@ def model_card(card: PointCard, base: BaseModelId, task: TaskInfo, *, study: str
         lines.append(f"- {task.name}: {task.kind}, selected on the validation split's {task.metric}")
     if task.label_names:
         lines.append("- labels: " + ", ".join(f"{i} = `{name}`" for i, name in enumerate(task.label_names)))
+    if task.verbalizer:
+        lines.append("- answered as words (verbalised classification, no new head): "
+                     + ", ".join(f"`{name}` → `{word}`" for name, word in zip(task.label_names, task.verbalizer)))
     seeds = s.get("seeds") or 1
     lines += ["", f"## Metrics ({'mean ± std over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'})", "",
               *_metrics_table(s, task, objectives), "", "## Size", "",

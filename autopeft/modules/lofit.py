@@ -16,8 +16,11 @@ from autopeft.tuners.lofit.ranking import HeadRanking
 class Lofit(ModuleType):
     name = "lofit"
     size = "heads (K)"
-    learning_rate = LearningRate(5e-3, 1e-3, 3e-2, source="prior: autopeft's head-selection step (priors/heads.py, "
-                                                          "5e-3); not yet confirmed for the offsets")
+    # offsets start at zero and are one vector per head: they need far larger steps than step 1's scales
+    learning_rate = LearningRate(5e-2, 1e-2, 2e-1, source="measured (scripts/bench_lofit.py): SmolLM2-135M on SST-2 "
+                                 "as verbalised classification, K = 5 %, 2000 examples: 0.790 / 0.793 / 0.780 "
+                                 "accuracy at 5e-2 / 1e-1 / 2e-1, the majority class at 5e-3 (500 examples); MiniLM "
+                                 "on SST-2: 0.74 at 5e-2, 0.64 at 5e-3")
     parameter_names = ("lofit_scale", "lofit_offset")
 
     def max_size(self, dims, num_layers):

@@ -86,9 +86,15 @@ def select_heads(
     batch_size: int = 32,
     max_length: int = 128,
     seed: int = 0,
+    probe_epochs: int = 0,
     device: str | torch.device | None = None,
 ) -> tuple[HeadRanking, dict]:
     """LoFiT step 1 on a fresh copy of ``base``: train scales on all heads with an L1 penalty, rank by ``||A||``.
+
+    ``probe_epochs`` > 0 first fits a classifier's fresh head alone (a linear probe, the scales frozen at their
+    draw) for that many passes over the subset: with a random head the first steps' gradient on ``A`` says how
+    to fit a random readout, and the heads nearest the head (the last layer) win the ranking. A causal LM has no
+    new head: there it does nothing.
 
     As in the reference code: ``A ~ N(0, 1e-3)``, no offsets, AdamW without weight decay (it would be a
     second, L2 pull on ``A``), a learning rate decaying linearly to 0, gradients clipped at norm 1, dropout
@@ -120,6 +126,12 @@ def select_heads(
 
     pad_id = base.tokenizer.pad_token_id
     task_losses, penalties = [], []
+    batches_per_epoch = len(length_grouped_batches(split.lengths[subset], batch_size, seed=seed))
+    training = TrainingConfig(learning_rate=lr, weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=MAX_GRAD_NORM)
+    probe_loss = None
+    if probe_epochs > 0 and head_parameters:
+        probe_loss = _fit_head_alone(model, head_parameters, split, subset, pad_id, training, batch_size,
+                                     probe_epochs * batches_per_epoch, seed, device)
 
     def penalised_loss(forward, shard: Shard) -> torch.Tensor:
         batch = {key: value.to(device) for key, value in collate(split, subset[shard.rows], pad_id).items()}
@@ -129,8 +141,6 @@ def select_heads(
         penalties.append(penalty.item())
         return task_loss + l1 * penalty
 
-    batches_per_epoch = len(length_grouped_batches(split.lengths[subset], batch_size, seed=seed))
-    training = TrainingConfig(learning_rate=lr, weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=MAX_GRAD_NORM)
     try:
         run = train(model, penalised_loss, split.lengths[subset], training=training, batch_size=batch_size,
                     total_steps=epochs * batches_per_epoch, seed=seed, device=device)
@@ -151,6 +161,8 @@ def select_heads(
         "batch_size": batch_size,
         "max_length": max_length,
         "seed": seed,
+        "probe_epochs": probe_epochs,
+        "probe_final_loss": probe_loss,
         "steps": run.steps,
         "trained_task_head": head_parameters,
         # means over the last epoch's batches
@@ -168,6 +180,29 @@ def select_heads(
     return HeadRanking.from_tensor(base.source.name, norms), meta
 
 
+def _fit_head_alone(model, head_parameters: list[str], split, subset, pad_id, training: TrainingConfig,
+                    batch_size: int, steps: int, seed: int, device) -> float:
+    """Train only the task head (the LoFiT scales frozen) for ``steps`` steps; returns the last step's loss."""
+    inner = model.get_base_model()
+    head = [parameter for name, parameter in inner.named_parameters() if name in set(head_parameters)]
+    frozen = [p for p in model.parameters() if p.requires_grad and not any(p is h for h in head)]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+
+    def task_loss(forward, shard: Shard) -> torch.Tensor:
+        return forward(**{k: v.to(device) for k, v in collate(split, subset[shard.rows], pad_id).items()}).loss
+
+    try:
+        run = train(model, task_loss, split.lengths[subset], training=training, batch_size=batch_size,
+                    total_steps=steps, seed=seed + 1000, device=device, parameters=head)
+    except NonFiniteLoss as exc:
+        raise AutopeftError(f"head selection's probe diverged: loss {exc.loss} at step {exc.step}") from None
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+    return run.final_loss
+
+
 def load_or_select_heads(
     base: BaseModel,
     task: TaskData,
@@ -179,6 +214,7 @@ def load_or_select_heads(
     batch_size: int = 32,
     max_length: int = 128,
     seed: int = 0,
+    probe_epochs: int = 0,
     device: str | torch.device | None = None,
 ) -> tuple[HeadRanking, dict, bool]:
     """The cached ranking for these settings, else :func:`select_heads`, cached; the flag is True for a hit.
@@ -188,6 +224,8 @@ def load_or_select_heads(
     settings = dict(l1=l1, lr=lr, epochs=epochs, train_examples=train_examples, batch_size=batch_size,
                     max_length=max_length, seed=seed)
     check_head_selection_settings(**{k: v for k, v in settings.items() if k != "seed"})
+    if probe_epochs:  # only then in the key: rankings cached before the probe existed stay valid
+        settings["probe_epochs"] = probe_epochs
     folder = cached_path("heads", version=HEADS_VERSION, model=model_signature(base), task=task.fingerprint,
                          **settings)
     entry = read_entry(folder, _read_ranking)

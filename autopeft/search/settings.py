@@ -102,6 +102,7 @@ class TaskSettings(SettingsGroup):
     prompt_column: Optional[CommaList] = None
     response_column: Optional[str] = None
     metric: Optional[str] = None
+    verbalizer: Optional[CommaList] = None   # label words: a labelled dataset as a causal LM task
 
     def load(self, seed: int) -> TaskData:
         """The task's splits, read and split with ``seed`` (``autopeft.data.load_task``)."""
@@ -111,7 +112,7 @@ class TaskSettings(SettingsGroup):
             self.dataset, dataset_config=self.dataset_config, task=self.kind, text_column=self.text_column,
             text_pair_column=self.text_pair_column, label_column=self.label_column,
             prompt_columns=self.prompt_column or None, response_column=self.response_column, metric=self.metric,
-            seed=seed,
+            verbalizer=self.verbalizer or None, seed=seed,
         )
 
 

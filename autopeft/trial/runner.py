@@ -32,6 +32,7 @@ from autopeft.data import (
     tokenize_task,
     trivial_score,
 )
+from autopeft.data.tokenize import choice_token_ids
 from autopeft.errors import AutopeftError
 from autopeft.models import BaseModel
 from autopeft.trial import distributed, loop
@@ -78,6 +79,15 @@ def _as_factory(adapter) -> AdapterFactory:
     raise TypeError(f"adapter must be a PeftConfig or a callable(model) -> PeftModel, got {type(adapter).__name__}")
 
 
+def verbalized_predictions(logits: torch.Tensor, labels: torch.Tensor, choice_token_ids) -> torch.Tensor:
+    """The class whose label word's first token is likeliest right after each row's prompt (verbalised
+    classification, :mod:`autopeft.data.tokenize`): the logits one position before the first answer token."""
+    first_answer = (labels != -100).int().argmax(dim=1)              # the prompt's length
+    rows = torch.arange(len(labels), device=logits.device)
+    after_prompt = logits[rows, first_answer.to(logits.device) - 1]  # (batch, vocabulary)
+    return after_prompt[:, torch.as_tensor(choice_token_ids, device=logits.device)].float().argmax(-1).cpu()
+
+
 class TrialRunner:
     """Runs trials of one base model on one task; reuse it for every trial of a search."""
 
@@ -89,6 +99,8 @@ class TrialRunner:
         self.device = torch.device(device) if device else distributed.default_device()
         self._input_blind_loss: float | None = None
         self._trivial_scores: dict[tuple, TrivialScore] = {}   # per eval subset (see trivial_score)
+        if task.spec.is_verbalized:  # label words this tokenizer cannot tell apart: a DataError now, not per trial
+            choice_token_ids(task.spec, base.tokenizer)
 
     @property
     def input_blind_loss(self) -> float:
@@ -302,7 +314,8 @@ class TrialRunner:
             split = self._tokenized(fidelity)["validation"]
             indices = self.eval_subset(len(split), fidelity)
             spec = self.task.spec
-            if spec.kind == "causal_lm":
+            # a causal LM's loss is per token: its yardstick is the base model's own, also when its classes are words
+            if spec.kind == "causal_lm" and (not spec.is_verbalized or spec.metric == "eval_loss"):
                 model = self.base.fresh_copy(0).to(self.device)
                 try:
                     metrics = self._evaluate(model, model, "validation", replace(fidelity, generation_examples=0),
@@ -311,8 +324,8 @@ class TrialRunner:
                     del model
                 self._trivial_scores[key] = loss_trivial_score(metrics["eval_loss"], len(indices))
             else:
-                self._trivial_scores[key] = trivial_score(spec, self.task.train[spec.label_column],
-                                                          split.labels[indices])
+                labels = split.classes if spec.is_verbalized else split.labels
+                self._trivial_scores[key] = trivial_score(spec, self.task.train[spec.label_column], labels[indices])
         return self._trivial_scores[key]
 
     def _mark_trivial(self, result: TrialResult, fidelity: Fidelity, training: TrainingConfig) -> None:
@@ -412,10 +425,12 @@ class TrialRunner:
     @torch.inference_mode()
     def _evaluate(self, model, scorer, split_name: str, fidelity: Fidelity, training, result) -> dict[str, float]:
         """Every rank scores the whole split (deterministic, so all agree); ``scorer`` is the model or its engine."""
-        split = self._tokenized(fidelity)[split_name]
+        tokenized = self._tokenized(fidelity)
+        split = tokenized[split_name]
         pad_id = self.base.tokenizer.pad_token_id
         indices = self.eval_subset(len(split), fidelity)
         kind = self.task.spec.kind
+        verbalized = self.task.spec.is_verbalized
         scorer.eval()
         start = time.perf_counter()
         loss_sum, loss_weight = 0.0, 0
@@ -429,6 +444,9 @@ class TrialRunner:
             labels = batch["labels"]
             if kind == "causal_lm":
                 weight = int((labels[:, 1:] != -100).sum())  # HF averages over the shifted response tokens
+                if verbalized:
+                    predictions.append(verbalized_predictions(output.logits, labels, tokenized.choice_token_ids))
+                    references.append(torch.as_tensor(split.classes[indices[batch_positions]]))
             else:
                 weight = len(labels)
                 logits = output.logits.float()
@@ -437,7 +455,7 @@ class TrialRunner:
             loss_sum += output.loss.float().item() * weight
             loss_weight += weight
         metrics = {"eval_loss": loss_sum / max(loss_weight, 1)}
-        if kind != "causal_lm":
+        if kind != "causal_lm" or verbalized:
             metrics.update(
                 compute_metrics(self.task.spec, torch.cat(predictions).cpu().numpy(),
                                 torch.cat(references).cpu().numpy())

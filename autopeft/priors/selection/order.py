@@ -94,7 +94,7 @@ def task_texts(task: TaskData, split: str = "train") -> list[str]:
     """The text of every example of a split: the text (+ " " + the pair); causal LM: prompt + response."""
     dataset = _split(task, split)
     spec = task.spec
-    if spec.kind == "causal_lm":
+    if spec.kind == "causal_lm" and not spec.is_verbalized:
         prompts = [format_prompt(spec, row) for row in dataset.select_columns(list(spec.prompt_columns))]
         responses = column_values(dataset, spec.response_column)
         return [prompt + ("" if response is None else str(response)) for prompt, response in zip(prompts, responses)]
@@ -106,9 +106,10 @@ def task_texts(task: TaskData, split: str = "train") -> list[str]:
 
 
 def task_labels(task: TaskData, split: str = "train") -> np.ndarray | None:
-    """Class ids (int64) or regression targets (float32) of a split; None for causal LM."""
+    """Class ids (int64; verbalised classification too) or regression targets (float32) of a split; None for
+    causal LM."""
     dataset = _split(task, split)
-    if task.spec.kind == "causal_lm":
+    if task.spec.kind == "causal_lm" and not task.spec.is_verbalized:
         return None
     values = column_values(dataset, task.spec.label_column)
     return np.asarray(values, dtype=np.float32 if task.spec.kind == "regression" else np.int64)

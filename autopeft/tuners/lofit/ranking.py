@@ -37,6 +37,18 @@ class HeadRanking:
     def num_heads(self) -> int:
         return len(self.scores[0])
 
+    def within_layers(self) -> HeadRanking:
+        """The same heads ranked within their layers first: every layer's best head comes before any layer's
+        second best, and so on (among equal ranks, the higher score first). ``top_k(k)`` then spreads the k heads
+        over the layers, as LoFiT's per-layer selection would, instead of following the scores' layer-wide scale."""
+        largest = max(max(row) for row in self.scores) or 1.0
+        scores = []
+        for row in self.scores:
+            order = sorted(range(len(row)), key=lambda head: -row[head])
+            rank = {head: position for position, head in enumerate(order)}
+            scores.append([len(row) - rank[head] + 0.5 * row[head] / largest for head in range(len(row))])
+        return HeadRanking(self.model_id, scores)
+
     def top_k(self, k: int) -> dict[int, list[int]]:
         """The ``k`` highest-scoring heads as ``{layer: sorted heads}``; ties go to the lower layer, then head."""
         total = self.num_layers * self.num_heads
