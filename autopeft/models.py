@@ -119,6 +119,20 @@ def load_model_config(name: str, *, trust_remote_code: bool = False):
         raise ModelLoadError(_load_failure(source, "config", exc)) from exc
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def check_weights_present(name: str) -> None:
+    """A local model folder must hold weights (or be a GGUF file) before anything loads: checked up front, so
+    that a folder of config files alone is a one-line error, not one after the loading has begun."""
+    source = resolve_model(name)
+    if source.is_local and source.gguf_file is None:
+        folder = Path(source.path)
+        if not any((folder / file).is_file() for file in WEIGHT_FILES) and not any(folder.glob("*.safetensors")):
+            raise ModelLoadError(f"model folder '{name}' has no weights ({' or '.join(WEIGHT_FILES[::2])})")
+
+
 def check_adapter_fits(model_config, kind: str, peft_config, num_labels: int = 2) -> None:
     """Apply ``peft_config`` to a weightless (meta-device) copy of the architecture: a configuration that
     does not fit the model (unknown target modules, layers it lacks) fails in a second, before the weights load."""

@@ -22,6 +22,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -85,7 +86,7 @@ def parse_args(parser: argparse.ArgumentParser, presets: dict[str, dict], argv: 
         if args.size == "toy":
             parser.error("--size toy needs --out (toy results must not replace the committed ones)")
         args.out = ROOT / "benchmarks" / ("medium" if args.size == "medium" else "")
-    args.name = name
+    args.name = args.script = name   # the outputs' name (a preset may rename them) and the script's
     return args
 
 
@@ -213,7 +214,7 @@ COMMIT = git_commit()   # read when the benchmark starts: the code it runs, even
 
 
 def command_line(args) -> str:
-    return " ".join(["python", f"scripts/bench_{args.name}.py", *args.argv])
+    return " ".join(["python", f"scripts/bench_{getattr(args, 'script', args.name)}.py", *args.argv])
 
 
 def merge_tasks(args, data: dict, lists: tuple[str, ...]) -> dict:
@@ -232,6 +233,20 @@ def merge_tasks(args, data: dict, lists: tuple[str, ...]) -> dict:
         merged[key] = kept + list(data.get(key, []))
     merged["merged_tasks"] = sorted({e.get("task") for key in lists for e in merged[key] if e.get("task")})
     return merged
+
+
+def render(path: Path, markdown: Callable[[dict, argparse.Namespace], list[str]]) -> None:
+    """Rewrite the markdown beside a benchmark's JSON from the JSON alone (after a change to the tables' layout,
+    or when a per-task run left only its own command in the footer); nothing is re-run."""
+    payload = json.loads(path.read_text())
+    args = argparse.Namespace(**{"size": payload.get("size"), **payload["settings"]})
+    args.out = path.parent
+    footer = ["", f"Size `{args.size}`; {payload['seconds']:.0f} s on {payload['machine']['cpu_count']} CPU core(s), "
+              f"torch {payload['machine']['torch']}. Reproduce: `{command_line(args)}` (settings in "
+              f"[{path.name}]({path.name}))."]
+    text = "\n".join(markdown(payload, args) + footer) + "\n"
+    path.with_suffix(".md").write_text(text)
+    print(text)
 
 
 def write(args, data: dict, markdown_lines: list[str], started: float) -> None:

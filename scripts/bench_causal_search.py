@@ -7,7 +7,7 @@ count, no final stage; the best exported Pareto point within that budget retrain
 and the reported test split). The exported adapter is loaded with `PeftModel` and asked to generate. Cost: the
 search's wall time over one LoRA r8 training's, in the same run.
 
-    python scripts/bench_causal_search.py --size medium|toy [--out DIR] [overrides]
+    python scripts/bench_causal_search.py --size quick|medium|toy [--out DIR] [overrides]
     -> benchmarks/causal_search.{json,md}
 """
 
@@ -26,6 +26,8 @@ import _bench_common as C  # noqa: E402
 PRESETS = {
     "toy": dict(model="smollm2-135m", tasks="sst2", train_examples=16, eval_examples=16, seeds=1, trials=2,
                 batch_size=8),
+    "quick": dict(model="smollm2-135m", tasks="sst2", train_examples=1000, eval_examples=300, seeds=2, trials=8,
+                  batch_size=16),
     "medium": dict(model="smollm2-135m", tasks="sst2", train_examples=2000, eval_examples=500, seeds=3, trials=12,
                    batch_size=16),
 }

@@ -3,11 +3,13 @@
 quick/full: MiniLM on SST-2 and TREC (classification, a new head), and SmolLM2-135M SFT on a GSM8K
 subset (eval loss and greedy exact match). decoder: LoFiT's own setting, a decoder LM with no new
 head: SmolLM2-135M on SST-2 and TREC as verbalised classification (label words as the answers,
-`--task causal_lm`), K at 2 %, 5 % and 10 % of the heads, bf16 autocast. Step 1 (head selection,
+`--task causal_lm`), K at 2 %, 5 % and 10 % of the heads, bf16 autocast. encoder: MiniLM with step
+1 after a linear probe of the new head, and rankings within layers vs global. Step 1 (head selection,
 `autopeft select-heads`) runs once per task (cached); step 2 trains offsets on the K best heads.
 
-    python scripts/bench_lofit.py --size quick|full|decoder|toy [--out DIR] [overrides]
-    -> benchmarks/lofit.{json,md}; decoder: benchmarks/decoder/lofit.{json,md}
+    python scripts/bench_lofit.py --size quick|full|decoder|encoder|toy [--out DIR] [overrides]
+    -> benchmarks/lofit.{json,md}; decoder, encoder: benchmarks/lofit-SIZE.{json,md}
+    python scripts/bench_lofit.py --render benchmarks/lofit-decoder.json   # the markdown again, from the JSON
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ PRESETS["decoder"] = PRESETS["quick"] | dict(
     tasks="smollm2-135m:sst2,smollm2-135m:trec", verbalize=True, head_fraction="0.02,0.05,0.1", train_examples=2000,
     epochs=1.0, eval_examples=500, select_examples=500, select_epochs=2, batch_size=16, bf16=True, lofit_lr=0.1,
     lora_lr=1.4e-3)
+# Encoders with a new head (issue 20): step 1 as it was, after a linear probe of the head, each ranked globally and
+# within layers, vs random heads; quick's training and rates.
+PRESETS["encoder"] = PRESETS["quick"] | dict(
+    tasks="minilm:glue_sst2,minilm:trec", head_fraction="0.1", methods="lofit-learned,lofit-within-layers,lofit-probed,"
+    "lofit-probed-within-layers,lofit-random")
 
 
 def fidelity_for(spec, args):
@@ -155,9 +162,14 @@ def run(args) -> dict:
 
 
 def markdown(data: dict, args) -> list[str]:
-    if args.verbalize:
+    if getattr(args, "verbalize", False):   # (runs before the decoder preset have no such setting)
         return decoder_markdown(data, args)
+    if args.size == "encoder":
+        return encoder_markdown(data, args)
     lines = ["# LoFiT: learned heads vs random heads vs LoRA r8", "",
+             "Other settings: [a decoder LM with no new head, LoFiT's own](lofit-decoder.md) (SmolLM2-135M, "
+             "verbalised SST-2 and TREC, K at 2/5/10 %); [encoders: a probed head, rankings within layers]"
+             "(lofit-encoder.md).", "",
              f"K = {float(args.head_fraction):.0%} of the heads. MiniLM: {args.train_examples} training examples × "
              f"{args.epochs} epoch(s), length 64, batch 32, {args.eval_examples} dev examples. SmolLM2-135M on GSM8K: "
              f"{args.lm_train_examples} training examples, 1 epoch, length {args.lm_max_length}, batch 8, eval loss on "
@@ -187,6 +199,53 @@ def markdown(data: dict, args) -> list[str]:
     return lines
 
 
+def _result_rows(data: dict, names: tuple[str, ...]) -> list[str]:
+    """| task | method | params | each metric mean ± std | seeds at the trivial score | per (task, method)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in data["rows"]:
+        groups.setdefault((row["task"], row["method"]), []).append(row)
+    lines = []
+    for (task, method), rows in groups.items():
+        ok = [r for r in rows if r["status"] == "ok"]
+        cells = []
+        for name in names:
+            values = [r[name] for r in ok if name in r]
+            cells.append(f"{statistics.mean(values):.4f} ± {statistics.pstdev(values):.4f}" if values else "–")
+        failed = len(rows) - len(ok)
+        lines.append(f"| {task} | {method}{f' ({failed} failed)' if failed else ''} | {rows[0]['adapter_params']:,} | "
+                     f"{' | '.join(cells)} | {sum(bool(r.get('trivial')) for r in ok)}/{len(ok)} |")
+    return lines
+
+
+def _per_layer(top_k: dict) -> str:
+    """{layer: heads} as "layer: count" (1-based layers), the shape of a selection."""
+    layers = sorted(top_k.items(), key=lambda item: int(item[0]))
+    return ", ".join(f"L{int(layer) + 1}: {len(heads)}" for layer, heads in layers)
+
+
+def encoder_markdown(data: dict, args) -> list[str]:
+    lines = ["# LoFiT on an encoder with a new head: where step 1 should look", "",
+             f"MiniLM (6 layers × 12 heads), K = {float(args.head_fraction):.0%} of the heads, {args.train_examples} "
+             f"training examples × {args.epochs:g} epochs, length 64, batch 32, {args.eval_examples} validation "
+             f"examples; offsets at {args.lofit_lr:g}. Step 1: L1 {args.l1:g}, lr {args.select_lr:g}, "
+             f"{args.select_epochs} epochs on {args.select_examples} examples. Rankings: *learned* = step 1 as "
+             "it was (the classifier fresh), heads ranked globally by ‖A‖; *within-layers* = the same scores, every "
+             "layer's best head before any layer's second best; *probed* = step 1 after the classifier alone was "
+             f"fitted for {args.probe_epochs} epoch(s) (a linear probe); *random* = K random heads (redrawn per "
+             f"seed). Seeds 0..{args.seeds - 1}; std over seeds (population).", "",
+             "| task | method | trainable params | accuracy | eval loss | at the trivial score |",
+             "|---|---|---:|---|---|---:|", *_result_rows(data, ("accuracy", "eval_loss")), "",
+             "Where the K heads sit (layer: heads) and step 1's mean ‖A‖ per layer (first to last):", ""]
+    for task, s in data["step1"].items():
+        k = s["k"][0]
+        lines.append(f"- {task}, learned: {_per_layer(_by_k(s['top_k'], k))}; "
+                     f"‖A‖ {s['layer_mean_norm']}")
+        if "probed_top_k" in s:
+            lines.append(f"- {task}, probed: {_per_layer(_by_k(s['probed_top_k'], k))}; "
+                         f"‖A‖ {s['probed_layer_mean_norm']}")
+    return lines
+
+
 def decoder_markdown(data: dict, args) -> list[str]:
     lines = ["# LoFiT in its own setting: a decoder LM, no new head", "",
              f"SmolLM2-135M-Instruct, verbalised classification (`--task causal_lm`: the prompt is the text then "
@@ -198,31 +257,25 @@ def decoder_markdown(data: dict, args) -> list[str]:
              f"examples, heads ranked globally by ‖A‖. Seeds 0..{args.seeds - 1} (the random heads are redrawn per "
              "seed). std is over seeds (population).", "",
              "| task | method | trainable params | accuracy | macro F1 | eval loss | at the trivial score |",
-             "|---|---|---:|---|---|---|---:|"]
-    groups: dict[tuple, list[dict]] = {}
-    for row in data["rows"]:
-        groups.setdefault((row["task"], row["method"]), []).append(row)
-    for (task, method), rows in groups.items():
-        ok = [r for r in rows if r["status"] == "ok"]
-        cells = []
-        for name in ("accuracy", "macro_f1", "eval_loss"):
-            values = [r[name] for r in ok]
-            cells.append(f"{statistics.mean(values):.4f} ± {statistics.pstdev(values):.4f}" if values else "–")
-        failed = len(rows) - len(ok)
-        lines.append(f"| {task} | {method}{f' ({failed} failed)' if failed else ''} | {rows[0]['adapter_params']:,} | "
-                     f"{' | '.join(cells)} | {sum(bool(r.get('trivial')) for r in ok)}/{len(ok)} |")
+             "|---|---|---:|---|---|---|---:|", *_result_rows(data, ("accuracy", "macro_f1", "eval_loss"))]
     lines += ["", "Before training (the base model, zero-shot) and the trivial (majority-class) score on the same "
               "examples:", ""]
     for task, s in data["step1"].items():
         if "untrained" in s:
             lines.append(f"- {task}: untrained accuracy {s['untrained']['accuracy']:.4f}; majority class "
                          f"{s['trivial']['accuracy']:.4f} ± {s['trivial']['stderr']:.4f}")
-    lines += ["", "Step 1 (head selection): " + "; ".join(
-        f"{task} {s['seconds']} s{' (cached)' if s['cached'] else ''}, top-{s['k'][0]} {s['top_k'][s['k'][0]]}"
-        for task, s in data["step1"].items())]
+    lines += ["", "Step 1 (head selection) and where the top-K heads sit (layer: heads):", ""]
+    for task, s in data["step1"].items():
+        tops = "; ".join(f"top-{k}: {_per_layer(_by_k(s['top_k'], k))}" for k in s["k"])
+        lines.append(f"- {task}: {s['seconds']} s{' (cached)' if s['cached'] else ''}; {tops}")
     lines += ["", "Mean ‖A‖ per layer after step 1 (first to last layer): " + "; ".join(
         f"{task} {s['layer_mean_norm']}" for task, s in data["step1"].items())]
     return lines
+
+
+def _by_k(selections: dict, k: int):
+    """A per-K entry of a run's step 1, whether read back from JSON (string keys) or fresh (int keys)."""
+    return selections[k] if k in selections else selections[str(k)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -253,9 +306,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--select-lr", type=float, default=5e-3)
     parser.add_argument("--select-epochs", type=int)
     parser.add_argument("--select-examples", type=int)
+    parser.add_argument("--render", type=Path, help="rewrite the markdown of this benchmark JSON only (no run)")
     args = C.parse_args(parser, PRESETS, argv, "lofit")
-    if args.size == "decoder" and args.out == C.ROOT / "benchmarks":
-        args.out = C.ROOT / "benchmarks" / "decoder"
+    if args.render:
+        return C.render(args.render, lambda payload, saved: markdown(payload, saved))
+    if args.size in ("decoder", "encoder"):  # beside benchmarks/lofit.md, which links them
+        args.name = f"lofit-{args.size}"
     started = time.perf_counter()
     C.quiet()
     data = run(args)

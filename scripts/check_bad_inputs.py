@@ -106,6 +106,18 @@ def nonempty_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+LATE_CLASSES = ("diverging training",)
+"""Bad inputs only training can reveal: the command has already said what it loaded and trained (its progress lines
+on stderr, as outside a terminal), so the one ``error:`` line comes last, after them."""
+
+
+def is_late_one_line_error(stderr: str) -> bool:
+    """One ``error:`` line, the last, after progress lines that are neither errors nor a traceback."""
+    lines = nonempty_lines(stderr)
+    errors = [line for line in lines if line.lower().startswith("error")]
+    return bool(lines) and len(errors) == 1 and lines[-1] is errors[0] and TRACEBACK_MARK not in stderr
+
+
 def is_one_line_error(stderr: str) -> bool:
     """Exactly one non-empty line starting with ``error:``, or click's usage block ending in ``Error: ...``."""
     lines = nonempty_lines(stderr)
@@ -153,6 +165,9 @@ def classify(case: Case, outcome: Outcome) -> tuple[str, str]:
     stderr_lines = len(nonempty_lines(outcome.stderr))
     if outcome.returncode == 2 and is_one_line_error(outcome.stderr) and not outcome.stdout.strip():
         return PASS, ""
+    if (outcome.returncode == 2 and case.klass in LATE_CLASSES and is_late_one_line_error(outcome.stderr)
+            and not outcome.stdout.strip()):
+        return PASS, f"after {len(nonempty_lines(outcome.stderr)) - 1} progress line(s)"
     problems = []
     if outcome.returncode != 2:
         problems.append(f"exit {outcome.returncode}")

@@ -221,3 +221,30 @@ def test_quality_reuses_rows_only_of_a_run_that_trained_the_same_way(tmp_path):
     (tmp_path / "quality.json").write_text(json.dumps({**earlier, "rows": rows[:-3]}))   # pfeiffer seed 1 lost
     with pytest.raises(SystemExit, match="lacks rte's pfeiffer rows for 2 seeds"):
         quality.reused_rows(args, "rte")
+
+
+def test_lofit_tables_render_again_from_their_json(tmp_path, capsys):
+    """``bench_lofit.py --render JSON``: the decoder and encoder tables (trivial seeds counted, where the K heads sit)
+    come back from a saved run alone, with the command that made it."""
+    lofit = script("lofit")
+    rows = [{"task": "minilm:trec", "method": f"{method} K=7", "seed": seed, "status": "ok", "adapter_params": 224,
+             "trivial": seed == 0 and method == "lofit-random", "accuracy": 0.5 + 0.1 * seed, "eval_loss": 1.0,
+             "macro_f1": 0.4} for method in ("lofit-learned", "lofit-random") for seed in range(2)]
+    step1 = {"minilm:trec": {"seconds": 1.0, "cached": False, "k": [7], "top_k": {"7": {"5": [0, 1], "4": [3]}},
+                             "layer_mean_norm": [0.1, 0.2], "probed_top_k": {"7": {"0": [1]}},
+                             "probed_layer_mean_norm": [0.3, 0.1]}}
+    for size, verbalize in (("encoder", False), ("decoder", True)):
+        settings = {**lofit.PRESETS[size], "size": size, "verbalize": verbalize, "probe_epochs": 1, "l1": 5e-4,
+                    "select_lr": 5e-3, "argv": ["--size", size], "name": f"lofit-{size}", "script": "lofit"}
+        if verbalize:
+            step1["minilm:trec"] |= {"untrained": {"accuracy": 0.3}, "trivial": {"accuracy": 0.25, "stderr": 0.02}}
+        path = tmp_path / f"lofit-{size}.json"
+        path.write_text(json.dumps({"settings": settings, "seconds": 12.0, "machine": {"cpu_count": 2, "torch": "x"},
+                                    "rows": rows, "step1": step1}))
+        lofit.main(["--render", str(path)])
+        text = path.with_suffix(".md").read_text()
+        assert "| minilm:trec | lofit-random K=7 | 224 | 0.5500 ± 0.0500 |" in text and "| 1/2 |" in text
+        assert f"Reproduce: `python scripts/bench_lofit.py --size {size}`" in text
+    assert "learned: L5: 1, L6: 2" in (tmp_path / "lofit-encoder.md").read_text()
+    assert "probed: L1: 1" in (tmp_path / "lofit-encoder.md").read_text()
+    assert "majority class 0.2500" in (tmp_path / "lofit-decoder.md").read_text()

@@ -166,11 +166,18 @@ def test_select_heads_command(tmp_path, monkeypatch, capsys):
     ranking = HeadRanking.load(out / "ranking.json")
     summary = json.loads((out / "summary.json").read_text())
     assert not summary["cached"] and summary["meta"]["l1"] == heads_module.DEFAULT_L1 and len(summary["top_heads"]) == 3
-    assert {int(layer): heads for layer, heads in summary["selection"].items()} == ranking.top_k(3)
-    printed = capsys.readouterr().out
-    assert "top 3 of 2 x 4 heads" in printed
+    # a new task head: by default it is probed first and the heads are ranked within layers
+    assert summary["ranked"] == "within layers" and summary["meta"]["probe_epochs"] == 1
+    assert {int(layer): heads for layer, heads in summary["selection"].items()} == ranking.within_layers().top_k(3)
+    printed = " ".join(capsys.readouterr().out.split())  # the table's title may wrap
+    assert "top 3 of 2 x 4 heads, ranked within layers" in printed
     main(args)
     assert json.loads((out / "summary.json").read_text())["cached"]
+    main([*args, "--rank", "global", "--probe-epochs", "0"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ranked"] == "globally" and summary["meta"]["probe_epochs"] == 0
+    assert {int(layer): heads for layer, heads in summary["selection"].items()} == HeadRanking.load(
+        out / "ranking.json").top_k(3)
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:

@@ -102,7 +102,7 @@ def trial(
     trust_remote_code: TrustOpt = False,
 ):
     """Train and evaluate one PEFT configuration (one trial)."""
-    from autopeft.models import check_adapter_fits, get_base_model, load_model_config
+    from autopeft.models import check_adapter_fits, check_weights_present, get_base_model, load_model_config
     from autopeft.trial import Fidelity, TrainingConfig, TrialRunner
     from autopeft.trial.distributed import resolve_deepspeed_config
 
@@ -125,6 +125,7 @@ def trial(
     task_data = TaskSettings(dataset=dataset, **task_flags).load(seed)
     spec = task_data.spec
     model_config = load_model_config(model, trust_remote_code=trust_remote_code)
+    check_weights_present(model)
     if parsed_point is not None:
         from autopeft.builders import build_peft_config
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,27 @@ NEAR_ZERO = 1e-3  # a head whose ||A|| ends below this was switched off by the p
 DEFAULT_L1 = 5e-4
 DEFAULT_LR = 5e-3
 MAX_GRAD_NORM = 1.0  # the reference trains with the Hugging Face Trainer, whose defaults we keep
+
+
+@dataclass(frozen=True)
+class HeadSelectionDefaults:
+    """How step 1 runs and how its scores pick heads, per model kind (``benchmarks/lofit-encoder.md``,
+    ``benchmarks/lofit-decoder.md``).
+
+    A model with a new task head (an encoder classifier): the head is first fitted alone for one epoch (a linear
+    probe) and the heads are ranked *within layers*. Ranked globally, step 1 put every one of MiniLM's K = 7 heads in
+    the last layer, next to the fresh head, and those did worst (SST-2 0.743, TREC 0.441 vs random heads' 0.800 /
+    0.585); within layers, 0.786 / 0.549, and after the probe 0.787 / 0.586 (3 seeds). A causal LM has no new head
+    to fit, and its ranking stays global as in the paper (not measured within layers).
+    """
+
+    probe_epochs: int
+    within_layers: bool
+
+    @classmethod
+    def for_kind(cls, kind: str) -> HeadSelectionDefaults:
+        return cls(probe_epochs=0, within_layers=False) if kind == "causal_lm" else cls(probe_epochs=1,
+                                                                                          within_layers=True)
 
 
 def check_head_selection_settings(
@@ -242,8 +264,10 @@ def _read_ranking(folder: Path) -> tuple[HeadRanking, dict]:
     return HeadRanking.load(folder / RANKING_FILE), json.loads((folder / META_FILE).read_text())
 
 
-def heads_plot(ranking: HeadRanking, path: str | Path, *, mark_top: int = 0, title: str | None = None) -> None:
-    """A PNG heatmap of the scores (``||A||``), layers as rows, heads as columns; the ``mark_top`` best get a dot."""
+def heads_plot(ranking: HeadRanking, path: str | Path, *, mark_top: int = 0, title: str | None = None,
+               marked: list[tuple[int, int]] | None = None) -> None:
+    """A PNG heatmap of the scores (``||A||``), layers as rows, heads as columns; the ``mark_top`` best (or the
+    ``marked`` (layer, head) pairs, e.g. a within-layer selection) get a dot."""
     with optional_dependency("matplotlib", "the head heatmap"):
         from matplotlib.figure import Figure
     grid = np.array(ranking.scores)
@@ -252,8 +276,9 @@ def heads_plot(ranking: HeadRanking, path: str | Path, *, mark_top: int = 0, tit
     image = axes.imshow(grid, cmap="viridis", aspect="auto", vmin=0)
     title = title or f"LoFiT head scores of {ranking.model_id}"
     if mark_top > 0:
-        top = ranked_heads(ranking, min(mark_top, ranking.num_layers * ranking.num_heads))
-        axes.scatter([head for _, head, _ in top], [layer for layer, _, _ in top], s=12, c="red")
+        top = marked or [(layer, head) for layer, head, _ in
+                         ranked_heads(ranking, min(mark_top, ranking.num_layers * ranking.num_heads))]
+        axes.scatter([head for _, head in top], [layer for layer, _ in top], s=12, c="red")
         title += f" (red: top {len(top)})"
     axes.set_xticks(range(ranking.num_heads))
     axes.set_yticks(range(ranking.num_layers))
@@ -267,6 +292,7 @@ def heads_plot(ranking: HeadRanking, path: str | Path, *, mark_top: int = 0, tit
 
 __all__ = [
     "HEADS_VERSION",
+    "HeadSelectionDefaults",
     "check_head_selection_settings",
     "heads_plot",
     "load_or_select_heads",

@@ -186,7 +186,7 @@ def prepare_search(settings: SearchSettings) -> SearchSetup:
 
     Raises AutopeftError for anything wrong before a model is loaded or a file is written, so a
     mistake costs seconds, not a model load (the model's weights load in :func:`run_search`)."""
-    from autopeft.models import load_model_config
+    from autopeft.models import check_weights_present, load_model_config
     from autopeft.space import SearchSpace, count_model_params
 
     if settings.training.deepspeed:
@@ -206,6 +206,7 @@ def prepare_search(settings: SearchSettings) -> SearchSetup:
     rungs = settings.fidelity.rung_fidelities()
     check_storage_url(settings.storage) if settings.storage else None
     model_config = load_model_config(settings.model, trust_remote_code=settings.trust_remote_code)
+    check_weights_present(settings.model)
     space = SearchSpace.from_file(settings.space, model_config)
     notes = _lofit_heads(settings, space)
     model_params = count_model_params(model_config)
