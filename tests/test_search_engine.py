@@ -253,9 +253,12 @@ def test_trials_left_running_by_a_dead_process_are_failed_and_retried(tmp_path):
     space = lora_space()
     engine, storage = make_engine(tmp_path, FakeEvaluator(space), space, trials=2)
     engine.run()
-    study = optuna.load_study(study_name="s", storage=storage)
+    # a seeded draw, so that the orphan is never one of the points already trained (a duplicate is not retried)
+    study = optuna.load_study(study_name="s", storage=storage, sampler=optuna.samplers.RandomSampler(seed=1))
     orphan = study.ask()                      # a process that died mid-trial leaves it RUNNING
     params = space.suggest(orphan)
+    assert point_key(space.decode(params)) not in {r.attrs[R.KEY] for r in stage_records(storage)["rung-0"]
+                                                   if R.KEY in r.attrs and r.number != orphan.number}
     storage.set_trial_user_attr(orphan._trial_id, R.KEY, point_key(space.decode(params)))
     storage.set_trial_user_attr(orphan._trial_id, LEASE, _dead_owner().lease())
     resumed = FakeEvaluator(space)
