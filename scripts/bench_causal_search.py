@@ -79,7 +79,10 @@ def generates(run_dir: str, model: str, prompt: str) -> dict:
     from autopeft.models import get_base_model
 
     export, _ = export_run(Path(run_dir))
-    folder = sorted(p for p in export.iterdir() if p.is_dir())[0]
+    folders = sorted(p for p in export.iterdir() if (p / "adapter_config.json").is_file())
+    if not folders:  # a search without a final stage keeps no trained adapter: its export holds the points only
+        return {"folder": None, "prompt": prompt, "generated": None}
+    folder = folders[0]
     base = get_base_model(model, "causal_lm")
     peft_model = PeftModel.from_pretrained(base.fresh_copy(0), str(folder)).eval()
     inputs = base.tokenizer(prompt, return_tensors="pt")
@@ -179,6 +182,10 @@ def markdown(args, data: dict) -> list[str]:
         f"{p['task']}: {p.get('description')} ({p.get('params', 0):,} params, from {p.get('from')})"
         for p in data["picks"])]
     for g in data["generated"]:
+        if g["folder"] is None:
+            lines += ["", f"{g['task']}: the export holds no adapter to generate with (a search without a final "
+                          "stage keeps none), so generation with `PeftModel` was not checked here."]
+            continue
         lines += ["", f"The exported `{g['folder']}` loaded with `PeftModel` on the base causal LM, greedy generation "
                       f"after a test prompt of {g['task']}: {json.dumps(g['prompt'])} → {json.dumps(g['generated'])}"]
     return lines
