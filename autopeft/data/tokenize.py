@@ -226,8 +226,12 @@ def _tokenize_causal(
     plain = dict(return_attention_mask=False, verbose=False)
     prompt_rows = tokenizer(prompts, **plain)["input_ids"]
     response_rows = tokenizer(responses, add_special_tokens=False, **plain)["input_ids"]
-    eos = _eos_token_ids(tokenizer)
+    return _causal_split(spec, prompt_rows, response_rows, _eos_token_ids(tokenizer), max_length, responses)
 
+
+def _causal_split(spec: TaskSpec, prompt_rows, response_rows, eos: list[int], max_length: int,
+                  responses: list[str], classes: np.ndarray | None = None) -> TokenizedSplit:
+    """Prompt + response + eos per example, fitted to ``max_length``; the loss on the response and eos only."""
     input_rows, label_rows, kept_prompts = [], [], []
     for prompt, response in zip(prompt_rows, response_rows):
         prompt, response = fit_causal_example(prompt, response + eos, max_length)
@@ -242,6 +246,7 @@ def _tokenize_causal(
         lengths=input_ids.lengths,
         prompt_ids=RaggedArray.from_rows(kept_prompts),
         responses=responses,
+        classes=classes,
     )
 
 
@@ -255,24 +260,8 @@ def _tokenize_verbalized(
     prompt_rows = tokenizer([verbalized_prompt(spec, t, p) for t, p in zip(texts, pairs)], **plain)["input_ids"]
     word_rows = tokenizer([verbalized_response(w) for w in spec.verbalizer], add_special_tokens=False,
                           **plain)["input_ids"]
-    eos = _eos_token_ids(tokenizer)
-
-    input_rows, label_rows, kept_prompts = [], [], []
-    for prompt, label in zip(prompt_rows, classes):
-        prompt, response = fit_causal_example(prompt, word_rows[label] + eos, max_length)
-        input_rows.append(prompt + response)
-        label_rows.append([IGNORE_INDEX] * len(prompt) + response)
-        kept_prompts.append(prompt)
-    input_ids = RaggedArray.from_rows(input_rows)
-    return TokenizedSplit(
-        kind=spec.kind,
-        input_ids=input_ids,
-        labels=RaggedArray.from_rows(label_rows),
-        lengths=input_ids.lengths,
-        prompt_ids=RaggedArray.from_rows(kept_prompts),
-        responses=[spec.verbalizer[c] for c in classes],
-        classes=classes,
-    )
+    return _causal_split(spec, prompt_rows, [word_rows[label] for label in classes], _eos_token_ids(tokenizer),
+                         max_length, [spec.verbalizer[c] for c in classes], classes)
 
 
 def choice_token_ids(spec: TaskSpec, tokenizer: Any) -> tuple[int, ...]:
