@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from autopeft.cli import main
 from autopeft.search import records as R
 from autopeft.search.run import read_run_info
 from tests.conftest import tiny_bert_config, tiny_llama_config
-from tests.search_helpers import lora_builder, write_tiny_model, write_tiny_task
+from tests.search_helpers import VOCAB, lora_builder, write_tiny_model, write_tiny_task
 
 DATA_SPACE = """\
 name: tiny-lora-data
@@ -198,3 +200,96 @@ def test_warmup_objectives_are_checked():
         Warmup("task")
     with pytest.raises(ValueError, match="objective must be"):
         Warmup("contrastive", texts=("a",))
+
+
+# ----------------------------------------------------------------------------- GOT-D's own setting (issue 20)
+
+def test_masked_lm_head_fitted_on_the_frozen_model_learns_and_round_trips(tmp_path):
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from autopeft.errors import AutopeftError
+    from autopeft.models import resolve_model
+    from autopeft.trial.warmup import fit_masked_lm_head, masked_lm_head_for
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm").path)
+    model = BertForSequenceClassification(tiny_bert_config(vocab_size=len(tokenizer)))
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters()}
+    texts = [f"the movie number {i} was {'good' if i % 2 else 'bad'}" for i in range(64)]
+    head, facts = fit_masked_lm_head(model, tokenizer, texts, epochs=6, learning_rate=3e-2, batch_size=16,
+                                     max_length=16)
+    assert facts["steps"] == 24 and facts["final_loss"] < facts["initial_loss"] - 1.0
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters())  # only the head trained
+    save_file(head.trained_state(), str(tmp_path / "head.safetensors"))
+    again = masked_lm_head_for(model)
+    again.load_head_file(str(tmp_path / "head.safetensors"))
+    hidden = torch.randn(3, model.config.hidden_size)
+    assert torch.allclose(again(hidden), head(hidden))
+    other = BertForSequenceClassification(tiny_bert_config(vocab_size=len(tokenizer), hidden_size=16))
+    with pytest.raises(AutopeftError, match="another size"):
+        masked_lm_head_for(other).load_head_file(str(tmp_path / "head.safetensors"))
+
+
+def test_warmup_head_is_the_checkpoints_own_else_fitted_and_cached(inputs, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, BertForMaskedLM
+
+    from autopeft.models import resolve_model
+    from autopeft.priors import mlm_head
+
+    torch.manual_seed(0)
+    masked = BertForMaskedLM(tiny_bert_config(vocab_size=VOCAB))
+    with torch.no_grad():
+        masked.cls.predictions.transform.dense.weight.normal_()
+    masked.save_pretrained(tmp_path / "mlm")
+    AutoTokenizer.from_pretrained(resolve_model("minilm").path).save_pretrained(tmp_path / "mlm")
+    texts = [f"a plot that was {word}" for word in ("good", "bad", "fine", "poor") * 8]
+    path, facts = mlm_head.cached_masked_lm_head(str(tmp_path / "mlm"), texts, max_length=16)
+    assert facts == {"source": "checkpoint"}
+    assert torch.equal(load_file(str(path))["dense.weight"], masked.cls.predictions.transform.dense.weight)
+
+    path, facts = mlm_head.cached_masked_lm_head(inputs["model"], texts, max_length=16)  # a classifier: no head
+    assert facts["source"] == "fitted on the frozen model" and facts["texts"] == 32 and path.is_file()
+    monkeypatch.setattr(mlm_head, "_fit", lambda *a, **k: pytest.fail("fitted again instead of read from the cache"))
+    assert mlm_head.cached_masked_lm_head(inputs["model"], texts, max_length=16) == (path, facts)
+
+
+def test_tuned_embedding_model_is_fitted_on_the_task_once_and_embeds_differently(inputs, monkeypatch):
+    from transformers import AutoConfig
+
+    from autopeft.data import load_task
+    from autopeft.priors.selection import mean_pooled_embeddings, task_texts
+    from autopeft.priors.selection import tuned as tuned_module
+
+    task = load_task(inputs["dataset"])
+    folder = tuned_module.task_tuned_encoder(inputs["model"], task, examples=32, epochs=2, max_length=16)
+    assert AutoConfig.from_pretrained(folder).architectures == ["BertModel"]  # the encoder only, LoRA folded in
+    texts = task_texts(task)[:8]
+    untuned = mean_pooled_embeddings(inputs["model"], texts, max_length=16)
+    tuned = mean_pooled_embeddings(str(folder), texts, max_length=16)
+    assert tuned.shape == untuned.shape and not np.allclose(tuned, untuned, atol=1e-4)
+    monkeypatch.setattr(tuned_module, "_fit_and_merge", lambda *a, **k: pytest.fail("fitted twice"))
+    assert tuned_module.task_tuned_encoder(inputs["model"], task, examples=32, epochs=2, max_length=16) == folder
+    assert tuned_module.embedding_model_for(None, "m", task) == "m"
+    assert tuned_module.embedding_model_for("other", "m", task) == "other"
+
+
+def test_search_warms_up_on_texts_chosen_with_tuned_embeddings_and_a_trained_head(inputs, tmp_path, runs):
+    from autopeft.data import load_task
+    from autopeft.priors.selection import SelectionInputs, get_strategy, mean_pooled_embeddings, select, task_texts
+    from autopeft.priors.selection.tuned import task_tuned_encoder
+
+    search(inputs, tmp_path / "run", "--trials", "1", "--sampler", "random", "--warmup-pool", inputs["pool"],
+           "--warmup-size", "20", "--warmup-strategy", "similarity", "--embedding-model", "tuned", "--fidelity", "1",
+           space=inputs["lora_space"])
+    task = load_task(inputs["dataset"])
+    folder = task_tuned_encoder(inputs["model"], task, max_length=16)  # what the search fitted (cached)
+    pool_texts = task_texts(load_task(inputs["pool"]))
+    selection = SelectionInputs(pool_texts, None, task_texts(task),
+                                embed=lambda t: mean_pooled_embeddings(str(folder), t, max_length=16))
+    expected = [pool_texts[i] for i in select(get_strategy("similarity").order(selection, 0), 20)]
+    fit, trial = runs  # the embedding model's short fit (no warm-up), then the search's one trial
+    assert fit["warmup"] is None and fit["indices"] is None
+    warmup = trial["warmup"]
+    assert warmup.texts == tuple(expected) and warmup.head_file and Path(warmup.head_file).is_file()

@@ -35,7 +35,9 @@ def select_data_command(
         "--pool", help="Select from these datasets' train texts (repeat for several) with the task's train split "
                        "as the target.")] = None,
     embedding_model: Annotated[Optional[str], typer.Option(
-        "--embedding-model", help="Embed with this model (alias, folder, Hub id) instead of --model.")] = None,
+        "--embedding-model", help="Embed with this model (alias, folder, Hub id) instead of --model; 'tuned': "
+                                  "--model after a short LoRA fit on the task (GOT-D's task-tuned embeddings, "
+                                  "cached).")] = None,
     *,
     task_flags: dict[str, Any],
     seed: Annotated[int, typer.Option()] = 0,
@@ -61,6 +63,7 @@ def select_data_command(
         task_labels,
         task_texts,
     )
+    from autopeft.priors.selection.tuned import embedding_model_for, is_tuned
 
     chosen = get_strategy(strategy)  # an unknown name fails before anything loads
     if max_length < 2 or batch_size < 1:
@@ -90,6 +93,9 @@ def select_data_command(
     embedder = embedding_model or model
     embedding_key = None
     if chosen.needs_embeddings:
+        if is_tuned(embedding_model):
+            with console.status(f"fitting {model} on {task_data.name} for task-tuned embeddings (cached)"):
+                embedder = embedding_model_for(embedding_model, model, task_data, max_length=max_length)
         inputs.embed = lambda texts: cached_embeddings(embedder, texts, max_length=max_length, batch_size=batch_size)
         embedding_key = {"model": encoder_signature(embedder), "max_length": max_length}
     chosen.check(inputs)  # a missing label or target is an error before the embeddings are computed
@@ -100,7 +106,9 @@ def select_data_command(
     selected = select(order, count)
     summary = {
         "strategy": chosen.name, "size": count, "size_requested": size, "seed": seed, "task": task_data.name,
-        "model": model, "embedding_model": embedder if chosen.needs_embeddings else None,
+        "model": model, "embedding_model": (f"tuned: {model} fitted on {task_data.name} ({embedder})"
+                                            if is_tuned(embedding_model) else embedder)
+        if chosen.needs_embeddings else None,
         "max_length": max_length if chosen.needs_embeddings else None,
         "target": {"dataset": task_data.name, "path": dataset, "split": "train", "rows": len(target_texts)},
         "target_is_pool": not pool, "pool": pool_parts, "pool_size": len(inputs), "cached": cached,

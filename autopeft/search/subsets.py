@@ -5,7 +5,10 @@
   trains on the first ``f.train_size(size)`` examples of that ranking, i.e. the strategy's own selection
   at that budget.
 - ``--warmup-pool POOL... --warmup-size N``: GOT-D's use; a strategy picks ``N`` texts of other datasets
-  toward the task's train split, and every trial first warms its adapter up on them (masked/causal LM).
+  toward the task's train split, and every trial first warms its adapter up on them (masked/causal LM; an
+  encoder's masked-LM head starts trained: :mod:`autopeft.priors.mlm_head`).
+- ``--embedding-model tuned``: the embeddings come from the model after a short fit on the task
+  (:mod:`autopeft.priors.selection.tuned`), as GOT-D embeds.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ class TrainSubsets:
     """Strategy rankings of a task's train split, computed at most once per strategy (and cached on disk)."""
 
     def __init__(self, task, *, embedding_model: str, seed: int, default_strategy: str | None = None,
-                 max_length: int = DEFAULT_EMBEDDING_MAX_LENGTH):
+                 max_length: int = DEFAULT_EMBEDDING_MAX_LENGTH, model: str | None = None):
         self.task = task
-        self.embedding_model = embedding_model
+        self.embedding_model = embedding_model  # a model, or `tuned` (then `model` fitted on the task)
+        self.model = model
         self.max_length = max_length
         self.seed = seed
         self.default_strategy = default_strategy
@@ -56,7 +60,8 @@ class TrainSubsets:
         if self._inputs is None:  # on first use: most searches never select
             texts = task_texts(self.task, "train")
             labels = task_labels(self.task, "train")
-            embed, embedding = _embedder(self.embedding_model, self.max_length)
+            embed, embedding = _embedder(_resolved(self.embedding_model, self.model, self.task, self.max_length),
+                                         self.max_length)
             inputs = SelectionInputs(pool_texts=texts, pool_labels=labels, target_texts=texts, embed=embed)
             self._inputs = inputs, selection_fingerprint(inputs, embedding)
         inputs, fingerprint = self._inputs
@@ -77,10 +82,20 @@ class TrainSubsets:
         return np.sort(order[: fidelity.train_size(available)])
 
 
+def _resolved(embedding_model: str, model: str | None, task, max_length: int) -> str:
+    from autopeft.priors.selection.tuned import embedding_model_for, is_tuned
+
+    if is_tuned(embedding_model) and model is None:
+        raise AutopeftError("--embedding-model tuned needs the model being tuned")
+    return embedding_model_for(embedding_model, model or embedding_model, task, max_length=max_length)
+
+
 def pool_warmup(task, *, pools: list[str], strategy: str, size: str, epochs: float, embedding_model: str, seed: int,
-                max_length: int = DEFAULT_EMBEDDING_MAX_LENGTH):
+                max_length: int = DEFAULT_EMBEDDING_MAX_LENGTH, model: str | None = None):
     """The :class:`~autopeft.trial.warmup.Warmup` of ``--warmup-pool``: ``size`` pool texts chosen toward the
-    task's train split by ``strategy`` (ranking cached), masked/causal-LM objective."""
+    task's train split by ``strategy`` (ranking cached), masked/causal-LM objective. For an encoder (``model``
+    given, task not causal) the masked-LM head starts trained (:func:`autopeft.priors.mlm_head.cached_masked_lm_head`,
+    fitted once on a sample of the pool)."""
     from autopeft.priors.selection import (
         SelectionInputs,
         load_or_compute_order,
@@ -95,11 +110,17 @@ def pool_warmup(task, *, pools: list[str], strategy: str, size: str, epochs: flo
     texts, sources = pool_from_datasets(pools)
     if not texts:
         raise AutopeftError("the warm-up pool has no texts")
-    embed, embedding = _embedder(embedding_model, max_length)
+    count = parse_size(size, len(texts))  # a bad size fails before anything is embedded or fitted
+    embed, embedding = _embedder(_resolved(embedding_model, model, task, max_length), max_length)
     inputs = SelectionInputs(pool_texts=list(texts), target_texts=task_texts(task, "train"), embed=embed)
     order = load_or_compute_order(strategy, inputs, seed, fingerprint=selection_fingerprint(inputs, embedding))[0]
-    chosen = select(order, parse_size(size, len(order)))
-    return Warmup("lm", texts=tuple(texts[i] for i in chosen), epochs=epochs,
+    chosen = select(order, count)
+    head_file = None
+    if model is not None and task.spec.kind != "causal_lm":
+        from autopeft.priors.mlm_head import cached_masked_lm_head
+
+        head_file = str(cached_masked_lm_head(model, list(texts), max_length=max_length)[0])
+    return Warmup("lm", texts=tuple(texts[i] for i in chosen), epochs=epochs, head_file=head_file,
                   label=f"{strategy}:{len(chosen)} of {len(texts)}")
 
 
@@ -107,7 +128,8 @@ def search_subsets(settings: SearchSettings, task) -> TrainSubsets:
     """The rankings a search's trials cut their training subsets from (``--subset-strategy`` or the space's
     ``data:``)."""
     return TrainSubsets(task, embedding_model=settings.priors.embedding_model or settings.model, seed=settings.seed,
-                        default_strategy=settings.priors.subset_strategy, max_length=settings.fidelity.max_length)
+                        default_strategy=settings.priors.subset_strategy, max_length=settings.fidelity.max_length,
+                        model=settings.model)
 
 
 def search_warmup(settings: SearchSettings, task) -> Warmup | None:
@@ -117,4 +139,4 @@ def search_warmup(settings: SearchSettings, task) -> Warmup | None:
         return None
     return pool_warmup(task, pools=priors.warmup_pool, strategy=priors.warmup_strategy, size=priors.warmup_size,
                        epochs=priors.warmup_epochs, embedding_model=priors.embedding_model or settings.model,
-                       seed=settings.seed, max_length=settings.fidelity.max_length)
+                       seed=settings.seed, max_length=settings.fidelity.max_length, model=settings.model)

@@ -9,8 +9,10 @@ trial runner those examples:
 - ``objective="task"`` on ``train_indices`` of the task's own train split: the task loss.
 
 Only the trial's adapter trains (plus, for masked LM on a model loaded without its MLM head, a temporary
-head; see :class:`_MaskedLMHead`); the task head is untouched and the task training that follows starts a
-fresh optimiser.
+head; see :class:`MaskedLMHead`); the task head is untouched and the task training that follows starts a
+fresh optimiser. ``head_file`` gives that temporary head a trained start (the checkpoint's own MLM head, or one
+fitted on the frozen model: :func:`autopeft.priors.mlm_head.cached_masked_lm_head`); without it the head starts
+untrained and the first steps of the warm-up move the adapter toward whatever an untrained head needs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Warmup:
     learning_rate: float | None = None                    # None: the trial's learning rate
     mlm_probability: float = 0.15
     batch_size: int = 32
+    head_file: str | None = None                          # masked LM: the head's start (MaskedLMHead safetensors)
     label: str = field(default="", compare=False)         # where the examples came from (for the record)
 
     def __post_init__(self):
@@ -49,7 +52,7 @@ class Warmup:
             raise AutopeftError("warm-up epochs must be positive")
 
 
-class _MaskedLMHead(torch.nn.Module):
+class MaskedLMHead(torch.nn.Module):
     """BERT's MLM head shape (dense → GELU → LayerNorm → decoder tied to the input embeddings, + bias).
 
     Sequence-classification checkpoints (and sentence-embedding ones such as all-MiniLM) ship without
@@ -71,6 +74,108 @@ class _MaskedLMHead(torch.nn.Module):
         hidden = self.norm(torch.nn.functional.gelu(self.dense(hidden)))
         return hidden @ self.embeddings.weight.detach().T + self.bias
 
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """The head's own tensors (not the tied embeddings): what a head file holds."""
+        return {name: value.detach().cpu().contiguous() for name, value in self.state_dict().items()
+                if not name.startswith("embeddings")}
+
+    def load_head_file(self, path: str) -> None:
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+        expected = set(self.trained_state())
+        if set(state) != expected:
+            raise AutopeftError(f"'{path}' is not a masked-LM head for this model (tensors {sorted(state)}, "
+                                f"expected {sorted(expected)})")
+        for name, value in state.items():
+            if value.shape != self.state_dict()[name].shape:
+                raise AutopeftError(f"'{path}' holds a masked-LM head of another size ({name} {tuple(value.shape)})")
+        with torch.no_grad():
+            for name, parameter in self.named_parameters():
+                if name in state:
+                    parameter.copy_(state[name])
+
+
+# a BERT-family masked-LM checkpoint's head (BertForMaskedLM's cls.predictions; the decoder is tied) -> our names
+CHECKPOINT_HEAD_NAMES = {"cls.predictions.transform.dense.weight": "dense.weight",
+                         "cls.predictions.transform.dense.bias": "dense.bias",
+                         "cls.predictions.transform.LayerNorm.weight": "norm.weight",
+                         "cls.predictions.transform.LayerNorm.bias": "norm.bias",
+                         "cls.predictions.bias": "bias"}
+
+
+def masked_lm_head_for(inner) -> MaskedLMHead:
+    """A fresh :class:`MaskedLMHead` tied to ``inner``'s (a transformers model's) input embeddings."""
+    config = inner.config
+    return MaskedLMHead(inner.get_input_embeddings(), config.hidden_size, getattr(config, "layer_norm_eps", 1e-12))
+
+
+def encoder_of(inner) -> torch.nn.Module:
+    """The encoder under a transformers model's task head (``BertModel`` under ``BertForSequenceClassification``)."""
+    return getattr(inner, "base_model", inner)
+
+
+def fit_masked_lm_head(inner, tokenizer, texts: list[str], *, epochs: float = 4.0, learning_rate: float = 3e-3,
+                       batch_size: int = 32, max_length: int = 128, mlm_probability: float = 0.15, seed: int = 0,
+                       device: torch.device | str = "cpu") -> tuple[MaskedLMHead, dict]:
+    """Fit a :class:`MaskedLMHead` on ``texts`` with the model frozen (its encoder runs without gradients; only
+    the head's dense layer, LayerNorm and output bias train). Returns the head and ``{"steps", "seconds",
+    "initial_loss", "final_loss"}`` (means over the first and the last tenth of the steps)."""
+    import time
+
+    from transformers import DataCollatorForLanguageModeling
+
+    if tokenizer.mask_token_id is None:
+        raise ValueError("fitting a masked-LM head needs a tokenizer with a mask token")
+    device = torch.device(device)
+    start = time.perf_counter()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    encoder = encoder_of(inner)
+    head = masked_lm_head_for(inner).to(device)
+    parameters = [p for name, p in head.named_parameters() if not name.startswith("embeddings")]
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=mlm_probability,
+                                               return_tensors="pt")
+    order_rng = np.random.default_rng(seed)
+    steps = max(1, math.ceil(len(encoded) / batch_size * epochs))
+    losses: list[float] = []
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        while len(losses) < steps:
+            order = order_rng.permutation(len(encoded))
+            for first in range(0, len(order), batch_size):
+                if len(losses) >= steps:
+                    break
+                batch = collator([{"input_ids": encoded[i]} for i in order[first:first + batch_size]])
+                labels = batch["labels"].to(device)
+                masked = labels != -100
+                if not masked.any():
+                    continue
+                with torch.no_grad():
+                    hidden = encoder(input_ids=batch["input_ids"].to(device),
+                                     attention_mask=batch["attention_mask"].to(device)).last_hidden_state
+                loss = torch.nn.functional.cross_entropy(head(hidden[masked]).float(), labels[masked])
+                if not torch.isfinite(loss):
+                    raise NonFiniteHeadLoss(f"the masked-LM head's loss became {loss.item()} at step {len(losses)}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+    finally:
+        encoder.train(was_training)
+        torch.random.set_rng_state(generator_state)
+    tenth = max(1, len(losses) // 10)
+    return head, {"steps": len(losses), "seconds": round(time.perf_counter() - start, 1),
+                  "initial_loss": round(float(np.mean(losses[:tenth])), 4),
+                  "final_loss": round(float(np.mean(losses[-tenth:])), 4)}
+
+
+class NonFiniteHeadLoss(AutopeftError):
+    """Fitting the masked-LM head diverged."""
+
 
 def lm_warmup(model, tokenizer, kind: str, warmup: Warmup, *, max_length: int, learning_rate: float,
               max_grad_norm: float, bf16: bool = False, seed: int, device: torch.device) -> dict:
@@ -91,9 +196,10 @@ def lm_warmup(model, tokenizer, kind: str, warmup: Warmup, *, max_length: int, l
     inner = model.get_base_model()
     head = None
     if not causal:
-        config = inner.config
-        head = _MaskedLMHead(inner.get_input_embeddings(), config.hidden_size,
-                             getattr(config, "layer_norm_eps", 1e-12)).to(device)
+        head = masked_lm_head_for(inner)
+        if warmup.head_file:
+            head.load_head_file(warmup.head_file)
+        head = head.to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     parameters += [p for name, p in head.named_parameters() if not name.startswith("embeddings")] if head else []
 
@@ -113,7 +219,7 @@ def lm_warmup(model, tokenizer, kind: str, warmup: Warmup, *, max_length: int, l
     return {"steps": run.steps, "examples": run.examples, "seconds": run.seconds, "final_loss": run.final_loss}
 
 
-def _masked_lm_loss(inner, head: _MaskedLMHead, batch: dict) -> torch.Tensor:
+def _masked_lm_loss(inner, head: MaskedLMHead, batch: dict) -> torch.Tensor:
     """Cross-entropy on the masked positions only (the vocabulary projection is the costly part)."""
     labels = batch["labels"]
     hidden = inner.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state

@@ -31,8 +31,9 @@ META_FILE = "meta.json"
 _ENCODERS: dict[str, tuple[torch.nn.Module, object, ModelSource]] = {}  # name -> loaded encoder (per process)
 
 
-def _encoder(model: str | BaseModel) -> tuple[torch.nn.Module, object, ModelSource]:
-    """(encoder module without a task head, tokenizer, source) of a loaded base model or a model name."""
+def load_encoder(model: str | BaseModel) -> tuple[torch.nn.Module, object, ModelSource]:
+    """(encoder module without a task head, tokenizer, source) of a loaded base model or a model name; a name is
+    loaded once per process (float32, eval mode, frozen)."""
     if isinstance(model, BaseModel):
         return model.pristine.base_model, model.tokenizer, model.source
     source = resolve_model(str(model))
@@ -94,7 +95,7 @@ def mean_pooled_embeddings(model_name_or_base: str | BaseModel, texts: list[str]
     """
     if max_length < 2 or batch_size < 1:
         raise AutopeftError(f"max_length must be >= 2 and batch_size >= 1, got {max_length} and {batch_size}")
-    encoder, tokenizer, _ = _encoder(model_name_or_base)
+    encoder, tokenizer, _ = load_encoder(model_name_or_base)
     texts = [text if isinstance(text, str) else str(text) for text in texts]
     if not texts:
         return np.zeros((0, int(encoder.config.hidden_size)), dtype=np.float32)
@@ -133,7 +134,7 @@ def cached_embeddings(model_name_or_base: str | BaseModel, texts: list[str], max
 
     texts = list(texts)
     if bf16 is None:
-        encoder, _, _ = _encoder(model_name_or_base)
+        encoder, _, _ = load_encoder(model_name_or_base)
         bf16 = native_bf16(next(encoder.parameters()).device)
     folder = cached_path("embeddings", version=EMBEDDINGS_VERSION, model=encoder_signature(model_name_or_base),
                          texts=texts_digest(texts), max_length=max_length, bf16=bool(bf16))
