@@ -199,6 +199,9 @@ def markdown(data: dict, args) -> list[str]:
              f"{args.eval_examples or 'all'} dev examples; seeds 0..{args.seeds - 1} (the seed drives the selection "
              f"of seeded strategies and the training). Embeddings: {embedding}. Masked-LM warm-up (1 epoch over the "
              f"selected texts, LoRA only): its head {head}.", ""]
+    if args.embedding != "tuned":
+        lines += ["GOT-D's own setting (task-tuned embeddings, a trained MLM head, a 93k pool, 10k/30k budgets): "
+                  "[data_selection-gotd.md](data_selection-gotd.md).", ""]
     info = data["info"].get("pool", {})
     if "tuned_encoder" in info:
         fit = info["tuned_encoder"]

@@ -3,12 +3,13 @@
 quick/full: MiniLM on SST-2 and TREC (classification, a new head), and SmolLM2-135M SFT on a GSM8K
 subset (eval loss and greedy exact match). decoder: LoFiT's own setting, a decoder LM with no new
 head: SmolLM2-135M on SST-2 and TREC as verbalised classification (label words as the answers,
-`--task causal_lm`), K at 2 %, 5 % and 10 % of the heads, bf16 autocast. encoder: MiniLM with step
+`--task causal_lm`), K at 2 %, 5 % and 10 % of the heads, bf16 autocast; decoder-sft: the same on Code Alpaca
+instruction SFT (response loss). encoder: MiniLM with step
 1 after a linear probe of the new head, and rankings within layers vs global. Step 1 (head selection,
 `autopeft select-heads`) runs once per task (cached); step 2 trains offsets on the K best heads.
 
-    python scripts/bench_lofit.py --size quick|full|decoder|encoder|toy [--out DIR] [overrides]
-    -> benchmarks/lofit.{json,md}; decoder, encoder: benchmarks/lofit-SIZE.{json,md}
+    python scripts/bench_lofit.py --size quick|full|decoder|decoder-sft|encoder|toy [--out DIR] [overrides]
+    -> benchmarks/lofit.{json,md}; decoder, decoder-sft, encoder: benchmarks/lofit-SIZE.{json,md}
     python scripts/bench_lofit.py --render benchmarks/lofit-decoder.json   # the markdown again, from the JSON
 """
 
@@ -43,6 +44,11 @@ PRESETS["decoder"] = PRESETS["quick"] | dict(
     tasks="smollm2-135m:sst2,smollm2-135m:trec", verbalize=True, head_fraction="0.02,0.05,0.1", train_examples=2000,
     epochs=1.0, eval_examples=500, select_examples=500, select_epochs=2, batch_size=16, bf16=True, lofit_lr=0.1,
     lora_lr=1.4e-3)
+# LoFiT's setting on a generative task a 135M model learns at CPU scale: instruction SFT on Code Alpaca, scored by the
+# response loss (GSM8K's exact match stayed 0 for every method at this size); the decoder preset's rates and step 1.
+PRESETS["decoder-sft"] = PRESETS["decoder"] | dict(
+    tasks="smollm2-135m:code_alpaca_2k", verbalize=False, lm_train_examples=400, lm_select_examples=200,
+    lm_max_length=256, lm_eval_examples=64, lm_generation_examples=0)
 # Encoders with a new head (issue 20): step 1 as it was, after a linear probe of the head, each ranked globally and
 # within layers, vs random heads; quick's training and rates.
 PRESETS["encoder"] = PRESETS["quick"] | dict(
@@ -129,6 +135,9 @@ def run(args) -> dict:
             selection[spec]["probed_layer_mean_norm"] = [float(f"{sum(r) / len(r):.3g}") for r in probed.scores]
         print(f"{spec}: step 1 {selection[spec]['seconds']} s, top-{ks[-1]} {ranking.top_k(ks[-1])}", flush=True)
         runner = TrialRunner(base, task)
+        if generative and args.size == "decoder-sft":  # the base model's own response loss: the bar to clear
+            trivial = runner.trivial_score(fidelity, TrainingConfig(**training))
+            selection[spec] |= {"trivial": {trivial.metric: trivial.value, "stderr": trivial.stderr}}
         if not generative:
             trivial = runner.trivial_score(fidelity, TrainingConfig(**training))
             zero = runner.evaluate(base.fresh_copy(0), fidelity, TrainingConfig(**training))
@@ -164,6 +173,8 @@ def run(args) -> dict:
 def markdown(data: dict, args) -> list[str]:
     if getattr(args, "verbalize", False):   # (runs before the decoder preset have no such setting)
         return decoder_markdown(data, args)
+    if args.size == "decoder-sft":
+        return sft_markdown(data, args)
     if args.size == "encoder":
         return encoder_markdown(data, args)
     lines = ["# LoFiT: learned heads vs random heads vs LoRA r8", "",
@@ -273,6 +284,29 @@ def decoder_markdown(data: dict, args) -> list[str]:
     return lines
 
 
+def sft_markdown(data: dict, args) -> list[str]:
+    lines = ["# LoFiT in its own setting: a decoder LM, instruction SFT", "",
+             f"SmolLM2-135M-Instruct on Code Alpaca (2k instruction/response pairs; validation carved from the single "
+             f"file), the LM loss on the response tokens only, no new head. {args.lm_train_examples} training examples "
+             f"× 1 epoch, length {args.lm_max_length}, batch 8, bf16 autocast; validation loss on "
+             f"{args.lm_eval_examples} examples (the same for every trial; lower is better). Rates: LoFiT offsets "
+             f"{args.lofit_lr:g}, LoRA r8 (q/v, alpha 16) {args.lora_lr:g}. Step 1: L1 {args.l1:g}, lr "
+             f"{args.select_lr:g}, {args.select_epochs} epochs on {args.lm_select_examples} examples, heads ranked "
+             f"globally by ‖A‖. Seeds 0..{args.seeds - 1} (the random heads are redrawn per seed). std is over seeds "
+             "(population). A trial at the trivial score did not get below the base model's own loss.", "",
+             "| task | method | trainable params | eval loss | at the trivial score |", "|---|---|---:|---|---:|",
+             *_result_rows(data, ("eval_loss",))]
+    lines += ["", "The base model's own validation loss on the same examples (the trivial score): " + "; ".join(
+        f"{task} {s['trivial']['eval_loss']:.4f}" for task, s in data["step1"].items() if "trivial" in s)]
+    lines += ["", "Step 1 (head selection) and where the top-K heads sit (layer: heads):", ""]
+    for task, s in data["step1"].items():
+        tops = "; ".join(f"top-{k}: {_per_layer(_by_k(s['top_k'], k))}" for k in s["k"])
+        lines.append(f"- {task}: {s['seconds']} s{' (cached)' if s['cached'] else ''}; {tops}")
+    lines += ["", "Mean ‖A‖ per layer after step 1 (first to last layer): " + "; ".join(
+        f"{task} {s['layer_mean_norm']}" for task, s in data["step1"].items())]
+    return lines
+
+
 def _by_k(selections: dict, k: int):
     """A per-K entry of a run's step 1, whether read back from JSON (string keys) or fresh (int keys)."""
     return selections[k] if k in selections else selections[str(k)]
@@ -310,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     args = C.parse_args(parser, PRESETS, argv, "lofit")
     if args.render:
         return C.render(args.render, lambda payload, saved: markdown(payload, saved))
-    if args.size in ("decoder", "encoder"):  # beside benchmarks/lofit.md, which links them
+    if args.size in ("decoder", "encoder", "decoder-sft"):  # beside benchmarks/lofit.md, which links them
         args.name = f"lofit-{args.size}"
     started = time.perf_counter()
     C.quiet()

@@ -152,7 +152,8 @@ def _study_attrs(run_dir: Path) -> dict:
 
 
 def autopeft_points(run_dirs: list[Path], budgets: list[float], model_params: int) -> list[dict]:
-    """The best exported Pareto point within each budget (fraction of the model), pooled over the runs."""
+    """The best exported Pareto point within each budget (fraction of the model), pooled over the runs.
+    ``search_metric`` is the first objective's value signed so that higher is better (a minimised one negated)."""
     from autopeft.export import export_run
     from autopeft.search.results import load_results
     from autopeft.space import PeftPoint
@@ -166,9 +167,10 @@ def autopeft_points(run_dirs: list[Path], budgets: list[float], model_params: in
         export, _ = export_run(run_dir)
         pareto = json.loads((export / "pareto.json").read_text())
         metric = pareto["objectives"][0]["name"]
+        sign = -1.0 if pareto["objectives"][0].get("direction") == "minimize" else 1.0  # eval_loss: lower is better
         for entry in pareto["points"]:
             key = json.dumps(entry["point"], sort_keys=True)
-            value = entry["values"][metric]
+            value = sign * entry["values"][metric]
             if key not in candidates or value > candidates[key]["search_metric"]:
                 candidates[key] = {"search_metric": value, "params": entry["adapter_params"], "point": entry["point"],
                                    "from": f"{run_dir} {entry['trial']}", "description": entry["description"]}

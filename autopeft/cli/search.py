@@ -179,7 +179,8 @@ SETTINGS_FLAGS: FlagGroup = {
         help=f"Data selection for each trial's training subset: {STRATEGY_CHOICES} "
              "(default: a seeded random draw per trial).")],
     "embedding_model": Annotated[Optional[str], typer.Option(
-        help="Embeddings for data selection (default: the model being tuned).")],
+        help="Embeddings for data selection (default: the model being tuned; 'tuned': that model after a short "
+             "LoRA fit on the task, as GOT-D embeds; cached).")],
     "warmup_pool": Annotated[Optional[list[str]], typer.Option(
         help="Dataset(s) whose texts each trial's adapter warms up on first (masked/causal LM); repeatable.")],
     "warmup_strategy": Annotated[Optional[str], typer.Option(
