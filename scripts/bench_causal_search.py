@@ -78,7 +78,7 @@ def search(args, task: str, budget: int, spec) -> dict:
     results = load_results(run_dir)
     trained = [r for r in results.all_records if r.trained and R.RESULT in r.attrs]
     return {"run": str(run_dir), "budget": budget, "seconds": round(seconds, 1), "commit": C.COMMIT,
-            "final_seeds": args.final_seeds,
+            "final_seeds": args.final_seeds, "new_configurations": args.trials,
             "trained": len(trained), "trivial_trials": sum(1 for r in trained if r.trivial),
             "trained_per_stage": {stage: sum(1 for r in records if r.trained)
                                   for stage, records in results.stages.items()},
@@ -166,8 +166,8 @@ def run(args) -> dict:
 def markdown(args, data: dict) -> list[str]:
     lines = ["# A search on a causal LM: SmolLM2-135M, verbalised classification and instruction SFT", "",
              f"`autopeft search --model {args.model} --dataset TASK --task causal_lm` with the default space, "
-             f"`--fidelity auto`, the default sampler, {args.trials} new configurations, `--max-params` = LoRA r8's "
-             f"count, the final-stage seeds in the search table (with none, the export keeps no adapter). Full "
+             f"`--fidelity auto`, the default sampler, `--trials` and `--final-seeds` as in the search table, "
+             f"`--max-params` = LoRA r8's count (with no final-stage seed the export keeps no adapter). Full "
              f"fidelity: verbalised classification {args.train_examples} training examples × 1 "
              f"epoch, length 64, batch {args.batch_size}, {args.eval_examples} validation and test examples; "
              f"instruction SFT (Code Alpaca, response loss) {args.lm_train_examples} examples × 1 epoch, length "
@@ -194,10 +194,11 @@ def markdown(args, data: dict) -> list[str]:
                      f"{rows[0]['adapter_params']:,} | {rows[0].get('metric', 'accuracy')} | {' | '.join(cells)} | "
                      f"{sum(bool(r['trivial']) for r in ok)}"
                      f"/{len(ok)} |")
-    lines += ["", "| task | search wall time | × one LoRA r8 training | final seeds | trained | trivial | front | "
-              "trivial on front | trained per stage |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines += ["", "| task | trials | final seeds | search wall time | × one LoRA r8 training | trained | trivial | "
+              "front | trivial on front | trained per stage |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for s in data["searches"]:
-        lines.append(f"| {s['task']} | {s['seconds']:.0f} s | {s['cost_vs_lora_r8']} | {s.get('final_seeds', 0)} | "
+        lines.append(f"| {s['task']} | {s.get('new_configurations', '–')} | {s.get('final_seeds', 0)} | "
+                     f"{s['seconds']:.0f} s | {s['cost_vs_lora_r8']} | "
                      f"{s['trained']} | "
                      f"{s['trivial_trials']} | {s['front_size']} | {s['trivial_on_front']} | "
                      f"{s['trained_per_stage']} |")
@@ -217,6 +218,11 @@ def markdown(args, data: dict) -> list[str]:
             continue
         lines += ["", f"The exported `{g['folder']}` loaded with `PeftModel` on the base causal LM, greedy generation "
                       f"after a test prompt of {g['task']}: {json.dumps(g['prompt'])} → {json.dumps(g['generated'])}"]
+    if data.get("reading"):  # what the figures say, written after the run (kept in the JSON so a re-render keeps it)
+        lines += ["", "## Reading the tables", "", *data["reading"]]
+    if data.get("parts"):  # tasks run separately and merged (merge_tasks): each part's own command and time
+        lines += ["", "Made in parts on 2 CPU cores: " + "; ".join(
+            f"{task} `{part['command']}` ({part['seconds']:.0f} s)" for task, part in data["parts"].items()) + "."]
     return lines
 
 
@@ -235,11 +241,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lm-eval-examples", type=int, help="instruction SFT tasks: validation and test examples")
     parser.add_argument("--lm-max-length", type=int, help="instruction SFT tasks: tokens per example")
     parser.add_argument("--runs", help="where the search runs go (default runs/bench-SIZE)")
+    parser.add_argument("--render", type=Path, help="rewrite the markdown of this benchmark JSON only (no run)")
+    known, _ = parser.parse_known_args(argv)
+    if known.render:
+        C.render(known.render, lambda data, args: markdown(args, data))
+        return
     args = C.parse_args(parser, PRESETS, argv, "causal_search")
+    if args.size == "medium" and "--out" not in args.argv:  # the committed table is benchmarks/causal_search.md
+        args.out = C.ROOT / "benchmarks"
     started = time.perf_counter()
     C.quiet()
     data = run(args)
-    if args.size != "toy":  # a per-task run keeps the other tasks' entries of the same size
+    if args.size != "toy":  # a per-task run keeps the other tasks' entries (same size) and says which run made which
+        earlier = args.out / f"{args.name}.json"
+        parts = json.loads(earlier.read_text()).get("parts", {}) if earlier.is_file() else {}
+        seconds = round(time.perf_counter() - started, 1)
+        data["parts"] = {**parts, **{task: {"command": C.command_line(args), "seconds": seconds}
+                                     for task in C.csv(args.tasks)}}
         data = C.merge_tasks(args, data, ("rows", "searches", "picks", "generated"))
     C.write(args, data, markdown(args, data), started)
 

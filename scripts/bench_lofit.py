@@ -179,8 +179,8 @@ def markdown(data: dict, args) -> list[str]:
         return encoder_markdown(data, args)
     lines = ["# LoFiT: learned heads vs random heads vs LoRA r8", "",
              "Other settings: [a decoder LM with no new head, LoFiT's own](lofit-decoder.md) (SmolLM2-135M, "
-             "verbalised SST-2 and TREC, K at 2/5/10 %); [encoders: a probed head, rankings within layers]"
-             "(lofit-encoder.md).", "",
+             "verbalised SST-2 and TREC, K at 2/5/10 %); [the same on instruction SFT](lofit-decoder-sft.md) "
+             "(Code Alpaca, response loss); [encoders: a probed head, rankings within layers](lofit-encoder.md).", "",
              f"K = {float(args.head_fraction):.0%} of the heads. MiniLM: {args.train_examples} training examples × "
              f"{args.epochs} epoch(s), length 64, batch 32, {args.eval_examples} dev examples. SmolLM2-135M on GSM8K: "
              f"{args.lm_train_examples} training examples, 1 epoch, length {args.lm_max_length}, batch 8, eval loss on "
