@@ -492,3 +492,15 @@ def test_select_data_command(cli, tiny_model, tmp_path, monkeypatch, shared_data
     (tmp_path / "other" / "keep.txt").write_text("mine")
     code, _, err = cli(*common, "--strategy", "random", "--size", "5", "--out", tmp_path / "other")
     assert code == 2 and "other content" in err and (tmp_path / "other" / "keep.txt").is_file()
+
+
+def test_select_data_with_tuned_embeddings_says_so(cli, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOPEFT_CACHE", str(tmp_path / "cache"))
+    data = write_tiny_task(tmp_path / "task", rows=48)
+    code, _, err = cli("select-data", "--model", tiny_model, "--dataset", data, "--max-length", "16", "--strategy",
+                       "kcenter", "--size", "8", "--embedding-model", "tuned", "--out", tmp_path / "out")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "out" / "selection.json").read_text())
+    assert saved["embedding_model"].startswith(f"tuned: {tiny_model} fitted on task (")
+    assert len(list((tmp_path / "cache" / "tuned-encoder").iterdir())) == 1
+    assert "tuned" in (tmp_path / "out" / "report.md").read_text()
