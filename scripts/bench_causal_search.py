@@ -242,11 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lm-max-length", type=int, help="instruction SFT tasks: tokens per example")
     parser.add_argument("--runs", help="where the search runs go (default runs/bench-SIZE)")
     parser.add_argument("--render", type=Path, help="rewrite the markdown of this benchmark JSON only (no run)")
-    known, _ = parser.parse_known_args(argv)
-    if known.render:
-        C.render(known.render, lambda data, args: markdown(args, data))
-        return
     args = C.parse_args(parser, PRESETS, argv, "causal_search")
+    if args.render:
+        return C.render(args.render, lambda data, saved: markdown(saved, data))
     if args.size == "medium" and "--out" not in args.argv:  # the committed table is benchmarks/causal_search.md
         args.out = C.ROOT / "benchmarks"
     started = time.perf_counter()
