@@ -275,13 +275,17 @@ def decoder_markdown(data: dict, args) -> list[str]:
         if "untrained" in s:
             lines.append(f"- {task}: untrained accuracy {s['untrained']['accuracy']:.4f}; majority class "
                          f"{s['trivial']['accuracy']:.4f} ± {s['trivial']['stderr']:.4f}")
-    lines += ["", "Step 1 (head selection) and where the top-K heads sit (layer: heads):", ""]
+    return lines + _step1_lines(data)
+
+
+def _step1_lines(data: dict) -> list[str]:
+    """The decoder tables' step-1 part: time, where the top-K heads sit, mean ‖A‖ per layer."""
+    lines = ["", "Step 1 (head selection) and where the top-K heads sit (layer: heads):", ""]
     for task, s in data["step1"].items():
         tops = "; ".join(f"top-{k}: {_per_layer(_by_k(s['top_k'], k))}" for k in s["k"])
         lines.append(f"- {task}: {s['seconds']} s{' (cached)' if s['cached'] else ''}; {tops}")
-    lines += ["", "Mean ‖A‖ per layer after step 1 (first to last layer): " + "; ".join(
+    return lines + ["", "Mean ‖A‖ per layer after step 1 (first to last layer): " + "; ".join(
         f"{task} {s['layer_mean_norm']}" for task, s in data["step1"].items())]
-    return lines
 
 
 def sft_markdown(data: dict, args) -> list[str]:
@@ -298,13 +302,7 @@ def sft_markdown(data: dict, args) -> list[str]:
              *_result_rows(data, ("eval_loss",))]
     lines += ["", "The base model's own validation loss on the same examples (the trivial score): " + "; ".join(
         f"{task} {s['trivial']['eval_loss']:.4f}" for task, s in data["step1"].items() if "trivial" in s)]
-    lines += ["", "Step 1 (head selection) and where the top-K heads sit (layer: heads):", ""]
-    for task, s in data["step1"].items():
-        tops = "; ".join(f"top-{k}: {_per_layer(_by_k(s['top_k'], k))}" for k in s["k"])
-        lines.append(f"- {task}: {s['seconds']} s{' (cached)' if s['cached'] else ''}; {tops}")
-    lines += ["", "Mean ‖A‖ per layer after step 1 (first to last layer): " + "; ".join(
-        f"{task} {s['layer_mean_norm']}" for task, s in data["step1"].items())]
-    return lines
+    return lines + _step1_lines(data)
 
 
 def _by_k(selections: dict, k: int):
