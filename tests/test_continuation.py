@@ -62,6 +62,20 @@ def test_a_checkpoint_of_other_parameters_is_refused(tmp_path):
               resume=TrainState.load(tmp_path / "ckpt"))
 
 
+def test_rungs_that_train_what_the_next_one_trains_are_dropped_with_a_note():
+    from autopeft.search.settings import distinct_rungs, fidelity_rungs
+
+    ladder = [1 / 27, 1 / 9, 1 / 3, 1.0]
+    full = Fidelity(train_examples=400, batch_size=8)   # 50 steps: 1/27, 1/9 and 1/3 all rise to the 20-step floor
+    kept, note = distinct_rungs(fidelity_rungs(full, ladder, "steps"), 1000)
+    assert [r.num_steps(400) for r in kept] == [MIN_RUNG_STEPS, 50] and kept[0].step_fraction == pytest.approx(1 / 3)
+    assert note.startswith("2 of the 4 fidelity rungs") and "(20, 50 optimiser steps)" in note
+    large = fidelity_rungs(Fidelity(batch_size=8), ladder, "steps")   # 1,250 steps on 10,000 rows: all differ
+    assert distinct_rungs(large, 10_000) == (large, None)
+    data = fidelity_rungs(Fidelity(train_examples=400, batch_size=8), [0.5, 1.0], "data")   # 200 vs 400 examples
+    assert distinct_rungs(data, 1000) == (data, None)
+
+
 def test_step_rungs_are_prefixes_of_the_full_training_with_a_floor():
     from autopeft.search.settings import FidelitySettings, fidelity_rungs
 

@@ -98,7 +98,11 @@ def test_search_without_space_uses_the_default_space_and_trials(tmp_path):
     assert settings.space == "default"
     setup = prepare_search(settings)
     assert setup.space.spec.name == "default" and setup.plan.trials == DEFAULT_TRIALS
-    assert setup.notes == [] and settings.priors.prior == []
+    assert settings.priors.prior == []
+    # 64 rows, batch 32: every rung of --fidelity auto is the full 2 steps, so the search has one rung and says so
+    assert len(setup.plan.rungs) == 1 and setup.plan.rungs[0] == settings.fidelity.rung_fidelities()[-1]
+    assert setup.notes == ["3 of the 4 fidelity rungs would train exactly what the next one trains on this task "
+                           "(64 train rows): the search uses 1 rung (2 optimiser steps)"]
 
     lofit = merge_settings({}, {"model": model, "dataset": task, "space": "unified", "out": str(tmp_path / "u")})
     setup = prepare_search(lofit)

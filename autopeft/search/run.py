@@ -24,7 +24,7 @@ from autopeft.search.feasibility import LOFIT_NEEDS_HEADS
 from autopeft.search.objectives import Objective, parse_objectives
 from autopeft.search.progress import logged
 from autopeft.search.samplers import canonical_sampler_name
-from autopeft.search.settings import DEFAULT_TRIALS, SearchSettings, parse_max_params
+from autopeft.search.settings import DEFAULT_TRIALS, SearchSettings, distinct_rungs, parse_max_params
 from autopeft.search.storage import (
     check_storage_url,
     default_storage,
@@ -219,6 +219,8 @@ def prepare_search(settings: SearchSettings) -> SearchSetup:
     task = settings.task.load(settings.seed)
     spec = task.spec
     _check_data_dimensions(space, len(task.train))
+    rungs, same_training = distinct_rungs(rungs, len(task.train))
+    notes += [same_training] if same_training else []
     objectives = parse_objectives(settings.objectives, spec.metric, is_higher_better(spec.metric))
     study_name = settings.study_name or _slug(f"{space.spec.name}-{task.name}")
     run_dir = Path(settings.out or Path("runs") / study_name)

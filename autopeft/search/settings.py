@@ -538,6 +538,26 @@ def parse_max_params(value: float | str | None, model_params: int) -> int | None
     return int(count)
 
 
+def distinct_rungs(rungs: list[Fidelity], train_rows: int) -> tuple[list[Fidelity], str | None]:
+    """The rungs that train differently on a train split of ``train_rows`` rows, and a note when some did not.
+
+    A rung whose training (examples, optimiser steps, LR schedule) is the next rung's is dropped: on a small task
+    every step rung is raised to :data:`~autopeft.trial.fidelity.MIN_RUNG_STEPS` or capped at the full steps, so
+    ``--fidelity auto``'s 1/27 and 1/9 (or all three) can be one training. Kept, a promotion to such a rung would only
+    re-evaluate the same weights while its quota of trials still counted as a rung of successive halving."""
+    def training(rung: Fidelity) -> tuple[int, int, int]:
+        size = rung.train_size(train_rows)
+        return size, rung.num_steps(size), rung.schedule_length(size)
+
+    kept = [rung for rung, above in zip(rungs, rungs[1:]) if training(rung) != training(above)] + rungs[-1:]
+    if len(kept) == len(rungs):
+        return rungs, None
+    steps = ", ".join(str(training(rung)[1]) for rung in kept)
+    return kept, (f"{len(rungs) - len(kept)} of the {len(rungs)} fidelity rungs would train exactly what the next one "
+                  f"trains on this task ({train_rows:,} train rows): the search uses {len(kept)} "
+                  f"rung{'s' if len(kept) > 1 else ''} ({steps} optimiser steps)")
+
+
 def fidelity_rungs(full: Fidelity, fractions: list[float], resource: str) -> list[Fidelity]:
     """One fidelity per rung: the full one with its optimiser steps, data or epochs scaled by each fraction.
 
