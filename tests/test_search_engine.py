@@ -149,7 +149,7 @@ def test_a_budget_that_leaves_too_few_points_ends_the_search(tmp_path):
 
 def test_failed_trials_keep_status_and_reason(tmp_path):
     space = lora_space()
-    evaluator = FakeEvaluator(space, fail_descriptions={"lora size 8 on 2 layer(s)"})
+    evaluator = FakeEvaluator(space, fail_descriptions={"lora size 8 on query/value of 2 layer(s)"})
     engine, storage = make_engine(tmp_path, evaluator, space, trials=3)
     engine.run()
     first = stage_records(storage)["rung-0"][0]  # the LoRA r=8 baseline
@@ -165,7 +165,7 @@ def test_a_diverged_trial_is_recorded_with_its_reason_and_never_enters_a_front(t
     class Diverging(FakeEvaluator):
         def __call__(self, point, fidelity, seed, **kwargs):
             result = super().__call__(point, fidelity, seed, **kwargs)
-            if point.describe() == "lora size 8 on 2 layer(s)":
+            if point.describe() == "lora size 8 on query/value of 2 layer(s)":
                 result.status, result.reason = (DIVERGED,
                                                 "diverged: eval loss 900 > 3 x the input-blind predictor's 0.69")
             return result
@@ -489,7 +489,8 @@ def test_trackers_get_every_trained_trial_and_a_failing_tracker_stops_with_a_not
     assert len(searched) == 3 and len(final) == len(outcome.front) and recording.closed
     first = searched[0]
     assert first.name == "s/rung-0#0" and first.params["origin"] == "baseline:lora"
-    assert first.params["description"] == "lora size 8 on 2 layer(s)" and "lora.size" in " ".join(first.params)
+    assert first.params["description"] == "lora size 8 on query/value of 2 layer(s)"
+    assert "lora.size" in " ".join(first.params)
     assert {"accuracy", "params", "val_accuracy", "test_accuracy"} <= set(first.metrics)
     assert first.losses == {LOSS: [(1, 0.7), (2, 0.6)]} and first.tags["study"] == "s"
     assert set(final[0].losses) == {f"{LOSS}_seed_0", f"{LOSS}_seed_1"}

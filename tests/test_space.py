@@ -103,8 +103,9 @@ def test_describe_tells_points_apart_by_their_searched_rates():
     from autopeft.space.point import PeftPoint
 
     modules = {"lora": {"type": "lora", "layers": [0, 1], "size": 8, "targets": ["query", "value"]}}
-    assert PeftPoint.from_dict({"modules": modules}).describe() == "lora size 8 on 2 layer(s)"
+    assert PeftPoint.from_dict({"modules": modules}).describe() == "lora size 8 on query/value of 2 layer(s)"
     assert PeftPoint.from_dict({"modules": modules, "training": {"lr_scale": 1.4142}}).describe() == \
-        "lora size 8 on 2 layer(s); lr x1.4"
+        "lora size 8 on query/value of 2 layer(s); lr x1.4"
     modules["lora"]["lr"] = 0.003
-    assert PeftPoint.from_dict({"modules": modules}).describe() == "lora size 8 on 2 layer(s) at lr 0.003"
+    assert (PeftPoint.from_dict({"modules": modules}).describe()
+            == "lora size 8 on query/value of 2 layer(s) at lr 0.003")

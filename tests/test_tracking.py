@@ -71,7 +71,7 @@ def test_mlflow_logs_each_trial_to_a_local_store_read_back_with_its_client(tmp_p
     assert set(runs) == {"s/rung-0#0", "s/rung-0#1", "s/rung-0#2", *(f"s/final#{i}" for i in range(len(front)))}
     first = runs["s/rung-0#0"]
     assert first.info.status == "FINISHED"
-    assert first.data.params["description"] == "lora size 8 on 2 layer(s)"
+    assert first.data.params["description"] == "lora size 8 on query/value of 2 layer(s)"
     assert first.data.params["origin"] == "baseline:lora" and "lora.targets" in first.data.params
     assert {"accuracy", "params", "val_accuracy", "test_accuracy"} <= set(first.data.metrics)
     assert first.data.tags["autopeft.stage"] == "rung-0" and first.data.tags["autopeft.sampler"] == "random"
@@ -132,7 +132,7 @@ def test_wandb_logs_each_trial_offline_under_the_run_folder(tmp_path, monkeypatc
     assert run.project == "autopeft" and run.run_group == "s" and run.job_type == "rung-0"
     assert [(h["_step"], h[LOSS]) for h in history] == [(1, 0.7), (2, 0.6)]
     assert {"accuracy", "params", "val_accuracy"} <= set(summary)
-    assert config["description"] == "lora size 8 on 2 layer(s)" and config["origin"] == "baseline:lora"
+    assert config["description"] == "lora size 8 on query/value of 2 layer(s)" and config["origin"] == "baseline:lora"
     _, history, _, _ = runs["s/final#0"]
     assert {f"{LOSS}_seed_0", f"{LOSS}_seed_1"} <= set(history[0])
     logged = b"".join(path.read_bytes() for path in files)

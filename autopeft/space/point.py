@@ -120,7 +120,9 @@ class PeftPoint:
             sizes = sorted(set(module.sizes.values()))
             size = "" if get_module_type(module.type).size is None else f" size {'/'.join(f'{s:g}' for s in sizes)}"
             rate = "" if module.lr is None else f" at lr {module.lr:.2g}"
-            parts.append(f"{name}{size} on {len(module.layers)} layer(s){rate}")
+            # the matrices tell apart points of one type and size (LoRA r8 on query/value vs on every linear layer)
+            where = f"{'/'.join(module.targets)} of " if module.targets else ""
+            parts.append(f"{name}{size} on {where}{len(module.layers)} layer(s){rate}")
         # the searched training values tell apart points whose modules are the same (the default space's lr_scale)
         for key, value in self.training.items():
             label = _TRAINING_LABELS.get(key, key.replace("_", " "))
