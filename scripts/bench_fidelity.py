@@ -14,7 +14,12 @@ Two designs:
   ONCE to full fidelity here, continued rung by rung, and is evaluated at every rung: rho per rung
   vs full, and the rung ``--fidelity auto`` should settle on. The learning rate is each module
   type's own (as a search without ``--lr``), unless ``--lr`` is given. Also reported: the share of
-  points at each rung that score no better than the trivial (majority / mean) predictor.
+  points at each rung that score no better than the trivial (majority / mean) predictor; rho of each
+  rung's validation *loss* (negated) against the full metric, the ranking signal a rung could use
+  instead of its accuracy; and with ``--repeat-seeds N`` each point trained again to full fidelity
+  with N other seeds: rho between two seeds of the full fidelity is the ceiling any rung can reach
+  against one seed (the full ranking's own noise), and every rung is also ranked against the
+  seeds' mean.
 - ``--low`` (sizes toy/quick/full, the design before step rungs): a separate low-fidelity training
   (fewer examples, shorter sequences) vs a full one.
 
@@ -45,7 +50,7 @@ PRESETS = {
     # the search's step rungs of --fidelity auto (eta 3) over bench_quality's medium full fidelity
     "medium": dict(tasks="sst2,rte,trec", space="default", points=20, rungs="0.037037,0.111111,0.333333",
                    full_train_examples="sst2=3000,rte=all,trec=3000", full_epochs=2.0, full_max_length=0,
-                   full_eval_examples=500, full_batch_size=16),
+                   full_eval_examples=500, full_batch_size=16, repeat_seeds=1),
 }
 
 
@@ -113,27 +118,51 @@ def run_task_rungs(args, task: str) -> dict:
                 result = evaluator(point, fidelity, args.seed, resume_from=previous,
                                    checkpoint_to=checkpoint if level < len(ladder) - 1 else None)
                 row["rungs"].append({"steps": result.steps, "metric": result.metrics.get(metric),
+                                     "loss": result.metrics.get("eval_loss"),
                                      "status": result.status, "reason": result.reason, "trivial": result.trivial,
                                      "trivial_metric": result.trivial_metric, "stderr": result.metric_stderr,
                                      "resumed_steps": result.resumed_steps, "wall_s": round(result.wall_seconds, 2)})
                 if not result.ok:
                     break
                 previous = checkpoint
+            row["repeats"] = []
+            if len(row["rungs"]) == len(ladder):
+                for seed in range(args.seed + 1, args.seed + 1 + (args.repeat_seeds or 0)):
+                    again = evaluator(point, full, seed)
+                    row["repeats"].append({"seed": seed, "metric": again.metrics.get(metric),
+                                           "loss": again.metrics.get("eval_loss"), "status": again.status,
+                                           "trivial": again.trivial, "wall_s": round(again.wall_seconds, 2)})
             print(json.dumps({k: v for k, v in row.items() if k != "spec"}), flush=True)
             rows.append(row)
+    from autopeft.data.metrics import is_higher_better
+
+    sign = 1.0 if is_higher_better(metric) else -1.0  # a rung's loss, oriented like the metric
+    complete = [r for r in rows if len(r["rungs"]) == len(ladder) and r["rungs"][-1]["metric"] is not None]
+    repeated = [r for r in complete if r["repeats"] and all(x["metric"] is not None for x in r["repeats"])]
+
+    def full_mean(row) -> float:
+        return sum([row["rungs"][-1]["metric"]] + [x["metric"] for x in row["repeats"]]) / (1 + len(row["repeats"]))
+
     agreement = []
     for level in range(len(ladder) - 1):
-        pairs = [(r["rungs"][level]["metric"], r["rungs"][-1]["metric"]) for r in rows
-                 if len(r["rungs"]) == len(ladder) and r["rungs"][-1]["metric"] is not None]
-        rho, p_value = spearman(pairs)
+        rho, p_value = spearman([(r["rungs"][level]["metric"], r["rungs"][-1]["metric"]) for r in complete])
+        rho_loss, _ = spearman([(-sign * r["rungs"][level]["loss"], r["rungs"][-1]["metric"]) for r in complete
+                                if r["rungs"][level]["loss"] is not None])
+        rho_mean, _ = spearman([(r["rungs"][level]["metric"], full_mean(r)) for r in repeated])
+        rho_loss_mean, _ = spearman([(-sign * r["rungs"][level]["loss"], full_mean(r)) for r in repeated
+                                     if r["rungs"][level]["loss"] is not None])
         at_level = [r["rungs"][level] for r in rows if len(r["rungs"]) > level]
         agreement.append({"fraction": fractions[level], "steps": at_level[0]["steps"] if at_level else None,
-                          "n": len(pairs), "spearman_rho": rho, "p_value": p_value,
+                          "n": len(complete), "spearman_rho": rho, "p_value": p_value,
+                          "spearman_rho_loss": rho_loss, "spearman_rho_seed_mean": rho_mean,
+                          "spearman_rho_loss_seed_mean": rho_loss_mean, "n_repeated": len(repeated),
                           "trivial_share": (sum(1 for x in at_level if x["trivial"]) / len(at_level)) if at_level
                           else None})
+    # the full fidelity's own reproducibility: its seed-0 ranking against another seed's
+    seed_rho, seed_p = spearman([(r["rungs"][-1]["metric"], r["repeats"][0]["metric"]) for r in repeated])
     finals = [r["rungs"][-1] for r in rows if len(r["rungs"]) == len(ladder)]
     return {"task": task, "commit": C.COMMIT, "metric": metric, "full": full.to_dict(), "points": rows,
-            "agreement": agreement,
+            "agreement": agreement, "full_seed_rho": seed_rho, "full_seed_p_value": seed_p,
             "full_steps": finals[0]["steps"] if finals else None,
             "full_trivial_share": (sum(1 for x in finals if x["trivial"]) / len(finals)) if finals else None,
             "trivial_metric": finals[0]["trivial_metric"] if finals else None,
@@ -196,16 +225,36 @@ def markdown_rungs(args, data: dict) -> list[str]:
                   f"{full['eval_examples'] or 'all'} validation examples (trivial score {C.fmt(t['trivial_metric'])}, "
                   f"standard error {C.fmt(t['stderr'])}); trivial at full fidelity: "
                   f"{C.fmt(t['full_trivial_share'], 2)}.", ""]
-        lines += C.table(["rung (fraction of steps)", "steps", "points", "Spearman ρ vs full", "p-value",
-                          "trivial share"],
+        if t.get("full_seed_rho") is not None:
+            lines += [f"The full fidelity's own reproducibility: ρ between its seed-{args.seed} and "
+                      f"seed-{args.seed + 1} rankings = **{C.fmt(t['full_seed_rho'])}** "
+                      f"(p {C.fmt(t['full_seed_p_value'], 4)}) over "
+                      f"{t['agreement'][0]['n_repeated']} points: no rung can rank one seed's full fidelity much "
+                      "better than another seed does. The seed-mean columns rank against the mean over the seeds.",
+                      ""]
+        has_loss = any(a.get("spearman_rho_loss") is not None for a in t["agreement"])
+        has_mean = any(a.get("spearman_rho_seed_mean") is not None for a in t["agreement"])
+        lines += C.table(["rung (fraction of steps)", "steps", "points", "Spearman ρ vs full", "p-value"]
+                         + (["ρ by the rung's loss"] if has_loss else [])
+                         + (["ρ vs seed mean", "ρ by loss vs seed mean"] if has_mean else []) + ["trivial share"],
                          [[f"{a['fraction']:.3f}", a["steps"], a["n"], C.fmt(a["spearman_rho"]),
-                           C.fmt(a["p_value"], 4), C.fmt(a["trivial_share"], 2)] for a in t["agreement"]])
+                           C.fmt(a["p_value"], 4)]
+                          + ([C.fmt(a.get("spearman_rho_loss"))] if has_loss else [])
+                          + ([C.fmt(a.get("spearman_rho_seed_mean")), C.fmt(a.get("spearman_rho_loss_seed_mean"))]
+                             if has_mean else [])
+                          + [C.fmt(a["trivial_share"], 2)] for a in t["agreement"]])
         lines += [""]
-        headers = ["#", "point", "params"] + [f"{a['fraction']:.3f}" for a in t["agreement"]] + ["full", "total s"]
+        repeats = max((len(r.get("repeats", [])) for r in t["points"]), default=0)
+        headers = (["#", "point", "params"] + [f"{a['fraction']:.3f}" for a in t["agreement"]] + ["full"]
+                   + [f"full, seed {args.seed + 1 + k}" for k in range(repeats)] + ["total s"])
         lines += C.table(headers, [[r["point"], r["description"], f"{r['params']:,}"]
                                    + [C.fmt(x["metric"]) + (" (t)" if x["trivial"] else "") for x in r["rungs"]]
-                                   + ["–"] * (len(headers) - 4 - len(r["rungs"]))
-                                   + [C.fmt(sum(x["wall_s"] for x in r["rungs"]), 1)] for r in t["points"]])
+                                   + ["–"] * (len(t["agreement"]) + 1 - len(r["rungs"]))
+                                   + [C.fmt(x["metric"]) + (" (t)" if x["trivial"] else "")
+                                      for x in r.get("repeats", [])]
+                                   + ["–"] * (repeats - len(r.get("repeats", [])))
+                                   + [C.fmt(sum(x["wall_s"] for x in r["rungs"] + r.get("repeats", [])), 1)]
+                                   for r in t["points"]])
         failed = [(r["point"], x["reason"]) for r in t["points"] for x in r["rungs"] if x["reason"]]
         if failed:
             lines += ["", "Failed: " + "; ".join(f"#{p}: {why}" for p, why in failed)]
@@ -258,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, help="one rate for every point (default: 3e-3 with --low; each module "
                                                  "type's own with --rungs)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat-seeds", type=int, help="with --rungs: train each point again to full fidelity with "
+                                                         "this many other seeds (the full ranking's own noise)")
     args = C.parse_args(parser, PRESETS, argv, "fidelity")
     if not getattr(args, "rungs", None):
         args.rungs = None

@@ -102,7 +102,8 @@ def own_search(args, task: str) -> Path:
 
 def default_search(args, task: str, fidelity, budget: int, label: str, **settings) -> dict:
     """A search as a user runs it (default space, --fidelity auto, default trials/sampler, per-type learning rates)
-    whose full fidelity is this benchmark's training and whose --max-params is ``budget``; no final stage.
+    whose full fidelity is this benchmark's training and whose --max-params is ``budget``; a final stage with
+    ``--search-final-seeds`` seeds (0: none, the pick is then the top rung's one-seed result).
     ``settings``: more search settings (e.g. ``prior=["oneshot"]``)."""
     import shutil
 
@@ -114,7 +115,9 @@ def default_search(args, task: str, fidelity, budget: int, label: str, **setting
     run_dir = C.runs_dir(args, "quality") / f"{task}-default-{label}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    options = dict(model="minilm", dataset=C.dataset_path(task), final_seeds=0, max_params=budget,
+    final_seeds = getattr(args, "search_final_seeds", 0) or 0   # bench_oneshot's searches have no such option
+    options = dict(model="minilm", dataset=C.dataset_path(task), final_seeds=final_seeds,
+                   max_params=budget,
                    train_examples=fidelity.train_examples, epochs=fidelity.epochs, max_length=fidelity.max_length,
                    eval_examples=fidelity.eval_examples, batch_size=fidelity.batch_size, out=str(run_dir))
     if args.search_trials:
@@ -130,6 +133,7 @@ def default_search(args, task: str, fidelity, budget: int, label: str, **setting
     by_stage = {stage: sum(1 for r in records if r.trained) for stage, records in results.stages.items()}
     study_attrs = _study_attrs(run_dir)
     return {"run": str(run_dir), "budget": budget, "label": label, "seconds": round(seconds, 1), "commit": C.COMMIT,
+            "final_seeds": options["final_seeds"],
             "trial_seconds": round(sum(r.attrs[R.RESULT]["wall_seconds"] for r in trained), 1),
             "trained_per_stage": by_stage, "first_rung": study_attrs.get(R.FIRST_RUNG_ATTR, 0),
             "agreement": study_attrs.get(R.AGREEMENT_ATTR, []),
@@ -388,11 +392,12 @@ def markdown(args, data: dict) -> list[str]:
                   "Cost: the whole search's wall time / one full-fidelity LoRA r8 training (mean wall time of its rows "
                   "here). ρ: Spearman between consecutive rungs over the promoted configurations.", ""]
         walls = {x["task"]: x["lora_r8_wall_s"] for x in data.get("per_task", [])}
-        lines += C.table(["task", "budget", "cost (× LoRA r8)", "search s", "trained per stage", "first rung",
-                          "rung ρ (n)", "trivial trials", "trivial on front", "commit"],
+        lines += C.table(["task", "budget", "cost (× LoRA r8)", "search s", "trained per stage", "final seeds",
+                          "first rung", "rung ρ (n)", "trivial trials", "trivial on front", "commit"],
                          [[x["task"], f"{x['budget']:,} ({x['label']})", C.fmt(x.get("cost_vs_lora_r8"), 2),
                            C.fmt(x["seconds"], 0),
-                           ", ".join(f"{k} {v}" for k, v in sorted(x["trained_per_stage"].items())), x["first_rung"],
+                           ", ".join(f"{k} {v}" for k, v in sorted(x["trained_per_stage"].items())),
+                           x.get("final_seeds", 0), x["first_rung"],
                            "; ".join(f"{a.get('lower')}→{a.get('upper')}: {C.fmt(a.get('rho'), 2)} ({a.get('n')})"
                                      for a in x["agreement"]) or "–",
                            x["trivial_trials"], x["trivial_on_front"], x.get("commit") or "–"]
@@ -441,6 +446,9 @@ def main(argv: list[str] | None = None) -> None:
                                                           "(0: no autopeft rows then)")
     parser.add_argument("--default-search", action="store_true", default=None,
                         help="autopeft rows from one search per budget with autopeft search's defaults (size medium)")
+    parser.add_argument("--search-final-seeds", type=int, default=0,
+                        help="with --default-search: the searches' final stage re-trains their front with this many "
+                             "seeds and the pick is by the seeds' mean (autopeft search's default is 3; 0: none)")
     parser.add_argument("--runs", type=Path, help="folder for that search (default runs/bench-<size>/quality)")
     parser.add_argument("--reuse", help=f"comma-separated, of {', '.join(REUSABLE)}: take these methods' rows (and "
                                         "full fine-tuning's sweep) from the earlier OUT/quality.json instead of "

@@ -101,9 +101,14 @@ def test_fidelity(out):
 def test_fidelity_over_the_searchs_step_rungs(out):
     """Medium's design at toy size: each point continued rung by rung, evaluated at each."""
     data, markdown = run("fidelity", out, "--rungs", "0.25,0.5", "--space", "default", "--points", "2",
-                         "--full-train-examples", "64")
+                         "--full-train-examples", "64", "--repeat-seeds", "1")
     (task,) = data["tasks"]
     assert [len(p["rungs"]) for p in task["points"]] == [3, 3]
+    # every rung's loss is kept (ranking by it is reported), and each point trained again with another seed
+    assert all(r["loss"] > 0 for p in task["points"] for r in p["rungs"])
+    assert [[x["seed"] for x in p["repeats"]] for p in task["points"]] == [[1], [1]]
+    assert all(a["n_repeated"] == 2 and "spearman_rho_loss" in a for a in task["agreement"])
+    assert "full_seed_rho" in task and "full, seed 1" in markdown
     for point in task["points"]:
         steps = [r["steps"] for r in point["rungs"]]
         assert steps == sorted(steps) and [r["resumed_steps"] for r in point["rungs"]] == [0, *steps[:-1]]
@@ -113,9 +118,10 @@ def test_fidelity_over_the_searchs_step_rungs(out):
 def test_quality_from_default_searches(out, tmp_path):
     """Medium's design at toy size: one default search per budget (LoRA r8's count), its cost vs LoRA r8."""
     data, markdown = run("quality", out, "--methods", "lora,autopeft", "--default-search", "--budgets", "lora",
-                         "--search-trials", "3", "--runs", str(tmp_path / "runs"))
+                         "--search-trials", "3", "--search-final-seeds", "1", "--runs", str(tmp_path / "runs"))
     (search,) = data["searches"]
     assert search["budget"] == 73_728 and search["cost_vs_lora_r8"] > 0 and search["trivial_on_front"] == 0
+    assert search["final_seeds"] == 1 and "final seeds" in markdown
     assert "The searches behind the autopeft rows" in markdown
 
 
