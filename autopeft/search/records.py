@@ -270,7 +270,8 @@ class RungAgreement:
         """Low beyond doubt: even the upper confidence bound of rho is below :data:`LOW_AGREEMENT` (and the upper
         rung tells the points apart). Promoted points are the top of their lower rung, close to each other, so their
         rho is low by selection alone: over 6 such points on SST-2 it was -0.17 (p 0.74) where 20 random points
-        ranked 0.71 between the same rungs (benchmarks/medium/fidelity.md)."""
+        ranked 0.71 between the same rungs (benchmarks/medium/fidelity.md at b738ce0), and two seeds of the same
+        full training agree only at rho 0.47-0.49 over 20 points of the default space (SST-2, TREC)."""
         upper = self.rho_upper
         return not self.within_noise and upper is not None and upper < LOW_AGREEMENT
 
