@@ -186,52 +186,84 @@ def run_task(args, task: str) -> dict:
             "standalone_wall_s_mean": statistics.mean(walls) if walls else None}
 
 
+ARMS = {
+    "default": {},
+    "oneshot": {"prior": ["oneshot"]},
+    "oneshot-inherit": {"prior": ["oneshot"], "inherit_weights": True},
+}
+"""The searches ``--compare-search`` runs: the default one, the one started by one-shot screening, and that one with
+every trial started from its slice of the super-adapter (``--inherit-weights``)."""
+
+
 def run_search_comparison(args, task: str) -> dict:
-    """The default search vs the same search started by one-shot screening (``--prior oneshot``, fewer trials so
-    that the two cost about the same), both at LoRA r8's parameter count, no final stage; every front point of
-    both retrained with ``--search-seeds`` seeds (test split); costs as ratios to one LoRA r8 training here."""
+    """The searches of ``--arms`` (:data:`ARMS`), each ``--search-repeats`` times with search seeds ``--seed``,
+    ``--seed`` + 1, ...: the default one with ``--default-trials``, the screened ones with ``--oneshot-trials`` (fewer,
+    so that they cost about the same), all at LoRA r8's parameter count, no final stage. Every front point retrained
+    with ``--search-seeds`` seeds (test split; the inheriting search's from its slices, as its final stage would);
+    costs as ratios to one LoRA r8 training here. Each search has an empty prior cache: it pays for its own
+    super-adapter, as a first search does."""
     import statistics
 
     import bench_quality as Q
     import numpy as np
 
+    from autopeft.builders import BuildContext
+    from autopeft.priors.oneshot import SliceWeights
+    from autopeft.search import builders_adapter_builder
     from autopeft.search import records as R
     from autopeft.search.pareto import hypervolume, reference_point
     from autopeft.search.results import load_results
+    from autopeft.search.run import read_run_info
     from autopeft.space import PeftPoint, count_trainable_params
 
-    # an empty prior cache: the screened search pays for its super-adapter, as a first search does
-    os.environ["AUTOPEFT_CACHE"] = tempfile.mkdtemp(prefix="bench-oneshot-cache-")
+    arms = C.csv(args.arms)
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise SystemExit(f"error: --arms: unknown {unknown[0]!r} (known: {', '.join(ARMS)})")
     data, base = C.load(task)
     full = _full_fidelity(args, task)
     C.load(task, tokenize_length=full.max_length)
     budget = count_trainable_params(Q.hand_made(base.config)["lora"][1], base.config)
     evaluator = C.runner_evaluator(base, data, None)
-    args.search_trials, args.lr = args.default_trials, None
+    args.lr = None
     space = {"space": C.space_path(args.space)}
-    searches = [Q.default_search(args, task, full, budget, "oneshot-cmp-default", **space)]
-    args.search_trials = args.oneshot_trials
-    searches.append(Q.default_search(args, task, full, budget, "oneshot-cmp-oneshot", **space, prior=["oneshot"],
-                                     screen_evaluations=args.screen_evaluations,
-                                     screen_candidates=args.screen_candidates, screen_epochs=args.screen_epochs))
+    searches = []
+    for repeat in range(args.search_repeats):
+        for arm in arms:
+            os.environ["AUTOPEFT_CACHE"] = tempfile.mkdtemp(prefix="bench-oneshot-cache-")
+            args.search_trials = args.default_trials if arm == "default" else args.oneshot_trials
+            screen = {} if arm == "default" else dict(screen_evaluations=args.screen_evaluations,
+                                                       screen_candidates=args.screen_candidates,
+                                                       screen_epochs=args.screen_epochs)
+            search = Q.default_search(args, task, full, budget, f"oneshot-cmp-{arm}-{repeat}", **space,
+                                      seed=args.seed + repeat, **ARMS[arm], **screen)
+            search.update(arm=arm, repeat=repeat, search_seed=args.seed + repeat)
+            searches.append(search)
+            print(json.dumps({k: search[k] for k in ("label", "seconds", "trained_per_stage")}), flush=True)
     lora_walls, fronts = [], []
     for seed in range(args.search_seeds):
         lora_walls.append(evaluator(Q.hand_made(base.config)["lora"][1], full, seed).wall_seconds)
     for search in searches:
         results = load_results(search["run"])
+        retrain = evaluator
+        weights = read_run_info(search["run"]).settings.get("super_adapter")
+        if ARMS[search["arm"]].get("inherit_weights"):
+            context = BuildContext(initial_weights=SliceWeights(weights))
+            retrain = replace(evaluator, adapter_builder=builders_adapter_builder(base.config, data.spec.kind,
+                                                                                  context))
+        origins = first_origins(results)
         front = []
         for record in results.front:
             point = PeftPoint.from_dict(record.attrs[R.POINT])
-            tests = [evaluator(point, full, seed, evaluate_test=True).test_metrics.get(data.spec.metric)
+            tests = [retrain(point, full, seed, evaluate_test=True).test_metrics.get(data.spec.metric)
                      for seed in range(args.search_seeds)]
             front.append({"description": point.describe(), "params": count_trainable_params(point, base.config),
-                          "search_metric": record.values[data.spec.metric], "origin": record.attrs.get(R.ORIGIN),
-                          "test": C.mean_std(tests)})
+                          "search_metric": record.values[data.spec.metric], "origin": origins.get(record.key, "?"),
+                          "test": C.mean_std(tests), "tests": tests})
             print(json.dumps({"search": search["label"], **front[-1]}), flush=True)
         fronts.append(front)
         search["cost_vs_lora_r8"] = search["seconds"] / statistics.mean(lora_walls)
-        origins = first_origins(results)
-        search["origins_on_front"] = sorted({origins.get(record.key, "?") for record in results.front})
+        search["origins_on_front"] = sorted({f["origin"] for f in front})
     losses = [np.array([[-f["test"][0], math.log10(f["params"] + 1.0)] for f in front if f["test"][0] is not None])
               for front in fronts]
     filled = [x for x in losses if len(x)]
@@ -239,10 +271,22 @@ def run_search_comparison(args, task: str) -> dict:
     for search, front, loss in zip(searches, fronts, losses):
         search["front"] = front
         search["retrained_hypervolume"] = hypervolume(loss, reference) if len(loss) else 0.0
-        pick = max(front, key=lambda f: f["search_metric"]) if front else None
-        search["pick"] = pick
+        search["pick"] = max(front, key=lambda f: f["search_metric"]) if front else None
+    summary = []
+    for arm in arms:
+        mine = [s for s in searches if s["arm"] == arm]
+        picks = [s["pick"]["test"][0] for s in mine if s["pick"] and s["pick"]["test"][0] is not None]
+        summary.append({"arm": arm, "searches": len(mine),
+                        "cost": C.mean_std([s["cost_vs_lora_r8"] for s in mine]),
+                        "hypervolume": C.mean_std([s["retrained_hypervolume"] for s in mine]),
+                        "pick_test": C.mean_std(picks),
+                        "screened_on_front": sum(1 for s in mine for f in s["front"] if f["origin"] == ORIGIN_SCREEN),
+                        "front_points": sum(len(s["front"]) for s in mine)})
     return {"task": task, "commit": C.COMMIT, "metric": data.spec.metric, "budget": budget,
-            "lora_r8_wall_s": statistics.mean(lora_walls), "searches": searches}
+            "lora_r8_wall_s": statistics.mean(lora_walls), "searches": searches, "summary": summary}
+
+
+ORIGIN_SCREEN = "prior:oneshot"
 
 
 def first_origins(results) -> dict:
@@ -269,23 +313,37 @@ def _full_fidelity(args, task: str):
 
 def markdown_search(data: dict) -> list[str]:
     lines = ["", "## Search efficiency: the default search vs the same search started by one-shot screening", "",
-             "Both at LoRA r8's parameter count (`--max-params`), the space above, `--fidelity auto`, no final stage; "
-             "the screened one with fewer trials, so that super-adapter training and screening are paid for. Every "
-             "front point of both retrained with the seeds below (test split); hypervolume of (test, log10 params) "
-             "against one reference point for both. Pick: the front point with the best search metric. Origins: "
-             "where the front's points entered the search (a `prior:oneshot` one came from the screen).", ""]
-    rows = []
+             "All at LoRA r8's parameter count (`--max-params`), the space above, `--fidelity auto`, no final stage; "
+             "the screened ones with fewer trials, so that super-adapter training and screening are paid for; "
+             "`oneshot-inherit` also starts every trial from its slice of the super-adapter (`--inherit-weights`). "
+             "Every front point retrained with the seeds below (test split; the inheriting search's from its slices); "
+             "hypervolume of (test, log10 params) against one reference point for all searches of a task. Pick: the "
+             "front point with the best search metric. Origins: where the front's points entered the search (a "
+             "`prior:oneshot` one came from the screen).", ""]
+    rows, summary = [], []
     for t in data.get("search_comparison", []):
         for s in t["searches"]:
             pick = s.get("pick") or {}
-            rows.append([t["task"], s["label"].removeprefix("oneshot-cmp-"), C.fmt(s["cost_vs_lora_r8"], 2),
+            arm = s.get("arm", s["label"].removeprefix("oneshot-cmp-"))
+            rows.append([t["task"], arm, s.get("search_seed", "–"), C.fmt(s["cost_vs_lora_r8"], 2),
                          sum(s["trained_per_stage"].values()), len(s["front"]),
                          C.fmt(s["retrained_hypervolume"], 4),
                          f"{pick.get('description', '–')} ({C.fmt(pick.get('params'))})",
-                         C.cell(tuple(pick["test"]) if pick else None, 2), ", ".join(map(str, s["origins_on_front"])),
+                         C.cell(tuple(pick["test"]) if pick else None, len(pick.get("tests", [0, 0]))),
+                         ", ".join(map(str, s["origins_on_front"])),
                          t["commit"]])
-    return lines + C.table(["task", "search", "cost (× LoRA r8)", "trained", "front", "retrained HV", "pick (params)",
-                            "pick test (2 seeds)", "origins on front", "commit"], rows)
+        for arm in t.get("summary", []):
+            n = arm["searches"]
+            summary.append([t["task"], arm["arm"], n, C.cell(tuple(arm["cost"]), n, 2),
+                            C.cell(tuple(arm["hypervolume"]), n, 4), C.cell(tuple(arm["pick_test"]), n),
+                            f"{arm['screened_on_front']} of {arm['front_points']}"])
+    if summary:
+        lines += C.table(["task", "search", "searches", "cost (× LoRA r8)", "retrained HV", "pick test",
+                          "front points from the screen"], summary)
+        lines += ["", "Mean ± std over the searches (search seeds) of each kind; each pick's test score is itself "
+                      "the mean of its retraining seeds. Per search:", ""]
+    return lines + C.table(["task", "search", "seed", "cost (× LoRA r8)", "trained", "front", "retrained HV",
+                            "pick (params)", "pick test", "origins on front", "commit"], rows)
 
 
 def _noise_verdict(t: dict) -> list[str]:
@@ -385,6 +443,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--screen-candidates", type=int, default=6)
     parser.add_argument("--screen-epochs", type=float, default=1.0)
     parser.add_argument("--search-seeds", type=int, default=2, help="--compare-search: seeds of each retraining")
+    parser.add_argument("--arms", default="default,oneshot,oneshot-inherit",
+                        help=f"--compare-search: the searches, comma-separated ({', '.join(ARMS)})")
+    parser.add_argument("--search-repeats", type=int, default=1,
+                        help="--compare-search: runs of each search, with search seeds --seed, --seed + 1, ...")
     parser.add_argument("--runs", type=Path, help="--compare-search: folder for the searches")
     args = C.parse_args(parser, PRESETS, argv, "oneshot")
     started = time.perf_counter()

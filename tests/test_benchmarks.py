@@ -164,9 +164,11 @@ def test_oneshot_search_comparison(out, tmp_path):
                          "--screen-evaluations", "3", "--screen-candidates", "1", "--search-seeds", "1",
                          "--runs", str(tmp_path / "runs"))
     (task,) = data["search_comparison"]
-    default, screened = task["searches"]
+    default, screened, inheriting = task["searches"]
+    assert [s["arm"] for s in task["searches"]] == ["default", "oneshot", "oneshot-inherit"]
     assert default["budget"] == screened["budget"] == 73_728 and screened["cost_vs_lora_r8"] > 0
-    assert "Search efficiency" in markdown
+    assert [a["searches"] for a in task["summary"]] == [1, 1, 1] and "Search efficiency" in markdown
+    assert "| oneshot-inherit | 1 |" in markdown
 
 
 @pytest.mark.parametrize("path", sorted(SCRIPTS.glob("bench_*.py")), ids=lambda path: path.stem)

@@ -109,6 +109,41 @@ def test_a_sliced_lora_point_exports_as_plain_peft_that_loads_without_autopeft(t
     torch.testing.assert_close(loaded, expected, rtol=0, atol=1e-5)
 
 
+def test_a_point_built_with_inherited_weights_starts_from_its_slice(tmp_path):
+    """BuildContext.initial_weights from a saved super-adapter: a nested point is built with its slice (the logits
+    of :meth:`SuperAdapter.extract`); a module type the super-adapter leaves out keeps its own initialisation."""
+    from safetensors.torch import save_file
+
+    from autopeft.builders import BuildContext, build_adapter
+    from autopeft.priors.oneshot import SliceWeights
+    from autopeft.priors.oneshot.train import WEIGHTS_FILE
+
+    base = _models("bert")
+    space = SearchSpace.from_file(packaged_spaces()["default"], base.config)
+    super_adapter = SuperAdapter(space, "classification")
+    _randomised(super_adapter.build(copy.deepcopy(base)))
+    (tmp_path / "entry").mkdir()
+    save_file({n: t.contiguous() for n, t in super_adapter.trainable_state().items()},
+              str(tmp_path / "entry" / WEIGHTS_FILE))
+    context = BuildContext(initial_weights=SliceWeights(tmp_path / "entry"))
+    point = PeftPoint({"lora": ModuleChoice("lora", {0: 4, 1: 2}, ("query", "value"), {"alpha": 2.0}),
+                       "serial_adapter": ModuleChoice("serial_adapter", {1: 6}, (), {})})
+    inherited = build_adapter(point, base.config, "classification", context)(copy.deepcopy(base)).eval()
+    expected = super_adapter.extract(point, copy.deepcopy(base)).eval()
+    ids = torch.randint(5, 1000, (3, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(inherited(input_ids=ids).logits, expected(input_ids=ids).logits, rtol=0, atol=0)
+        scratch = build_adapter(point, base.config, "classification")(copy.deepcopy(base)).eval()
+        assert not torch.allclose(scratch(input_ids=ids).logits, expected(input_ids=ids).logits)
+
+    with_ia3 = PeftPoint({**point.modules, "ia3": ModuleChoice("ia3", {0: 1.0}, ("key", "value"), {})})
+    built = build_adapter(with_ia3, base.config, "classification", context)(copy.deepcopy(base))
+    own = {n: p for n, p in built.named_parameters() if p.requires_grad}
+    ia3 = [p for n, p in own.items() if "ia3_l" in n]
+    assert ia3 and all(torch.equal(p, torch.ones_like(p)) for p in ia3)   # IA3's own init: ones
+    assert context.initial_weights.apply(with_ia3, built) == len(own) - len(ia3)
+
+
 def _space(text: str, config):
     import yaml
 
@@ -179,8 +214,10 @@ training:
 
 
 def test_a_search_with_the_oneshot_prior_starts_from_the_screens_best_points(tmp_path, monkeypatch):
+    """... and with --inherit-weights every trial starts from its slice of the cached super-adapter."""
     import optuna
 
+    from autopeft.priors.oneshot import SliceWeights
     from autopeft.search import records as R
     from autopeft.search.run import read_run_info, run_search
     from autopeft.search.settings import merge_settings
@@ -202,7 +239,11 @@ def test_a_search_with_the_oneshot_prior_starts_from_the_screens_best_points(tmp
                   dataset=write_tiny_task(tmp_path / "task"), space=str(tmp_path / "space.yaml"), trials=3,
                   sampler="random", baselines=False, quasi_random=0, final_seeds=0, max_length=16, batch_size=16,
                   fidelity="1", epochs=16, lr=5e-2, prior=["oneshot"], screen_epochs=1, screen_evaluations=25,
-                  screen_candidates=2, out=str(tmp_path / "run"))
+                  screen_candidates=2, inherit_weights=True, out=str(tmp_path / "run"))
+    copied = []
+    original = SliceWeights.apply
+    monkeypatch.setattr(SliceWeights, "apply", lambda self, point, model: (
+        copied.append((self.folder, point.describe(), original(self, point, model))), copied[-1][-1])[1])
     run_search(merge_settings({}, inputs), Notes())
     assert any(line.startswith("one-shot screening leaves out ia3") for line in notes), notes
     assert any("super-adapter trained" in line for line in notes) and any("one-shot screen: 25 draws" in line
@@ -213,6 +254,11 @@ def test_a_search_with_the_oneshot_prior_starts_from_the_screens_best_points(tmp
     assert len(screened) == 2 and all(t.user_attrs.get(R.STATUS) == "ok" for t in screened)
     for trial in screened:   # handed over as the screen scored them: no ia3, rates as the types have them
         assert "ia3" not in trial.user_attrs[R.POINT]["modules"] and trial.params["training.lr_scale"] == 1.0
+    # inherited weights: the super-adapter's cache entry is in the settings the trials were built from (run.json)
+    entry = info.settings["super_adapter"]
+    assert entry.startswith(str(tmp_path / "cache" / "super_adapter")) and any("inherited weights" in n for n in notes)
+    trained = [t for t in trials if t.user_attrs.get(R.STATUS) == "ok"]
+    assert len(copied) == len(trained) >= 3 and all(str(folder) == entry and count > 0 for folder, _, count in copied)
 
 
 def test_the_oneshot_command_scores_the_space_and_exports_loadable_slices(autopeft, tmp_path, monkeypatch):

@@ -233,7 +233,8 @@ def test_settings_are_grouped_in_memory_and_flat_on_disk():
     ({"prior": "nope"}, "setting 'prior.0': Input should be 'sensitivity', 'heads' or 'oneshot'"),
     ({"priors": ["heads"]}, "setting 'priors': Extra inputs are not permitted"),          # a group is not a key
     ({"lr": 0}, "setting 'lr': Input should be greater than 0"),                         # inside a group: flat key
-    ({"warmup_pool": "x"}, "setting '': --warmup-pool needs --warmup-size"),
+    ({"warmup_pool": "x"}, "--warmup-pool needs --warmup-size"),
+    ({"inherit_weights": True, "prior": "heads"}, "--inherit-weights needs --prior oneshot"),
 ])
 def test_bad_settings_name_the_flat_key(values, message):
     from autopeft.errors import AutopeftError

@@ -55,6 +55,14 @@ def build_peft_config(point: PeftPoint, model_config, kind: str, context: BuildC
 
 
 def build_adapter(point: PeftPoint, model_config, kind: str, context: BuildContext = BuildContext()) -> Callable:
-    """The trial runner's adapter factory for ``point``: base model -> PEFT model."""
+    """The trial runner's adapter factory for ``point``: base model -> PEFT model (its trainable weights then taken
+    from ``context.initial_weights`` where it holds them)."""
     config = build_peft_config(point, model_config, kind, context)
-    return lambda model: get_peft_model(model, config)
+
+    def factory(model):
+        built = get_peft_model(model, config)
+        if context.initial_weights is not None:
+            context.initial_weights.apply(point, built)
+        return built
+
+    return factory

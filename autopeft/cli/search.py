@@ -175,6 +175,9 @@ SETTINGS_FLAGS: FlagGroup = {
         help="One-shot: the best screened configurations that start the search (default 6).")],
     "screen_epochs": Annotated[Optional[float], typer.Option(
         help="One-shot: the super-adapter's training in multiples of the full fidelity's epochs (default 1).")],
+    "inherit_weights": Annotated[Optional[bool], typer.Option(
+        "--inherit-weights/--no-inherit-weights",
+        help="One-shot: each trial starts from its slice of the super-adapter instead of from scratch.")],
     "subset_strategy": Annotated[Optional[str], typer.Option(
         help=f"Data selection for each trial's training subset: {STRATEGY_CHOICES} "
              "(default: a seeded random draw per trial).")],
@@ -200,7 +203,7 @@ in_panels(SETTINGS_FLAGS, {
                                     "workers_per_trial", "max_concurrent", "trial_retries", "ray_storage",
                                     "deepspeed"),
     "Priors": ("prior", "prior_batches", "prior_budgets", "sensitive_layers", "screen_evaluations",
-               "screen_candidates", "screen_epochs"),
+               "screen_candidates", "screen_epochs", "inherit_weights"),
     "Data selection": ("subset_strategy", "embedding_model", "warmup_pool", "warmup_strategy", "warmup_size",
                        "warmup_epochs"),
 }, default="Other")

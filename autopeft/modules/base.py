@@ -58,6 +58,8 @@ class BuildContext:
     sensitivity: Any = None                   # SPT: an autopeft.priors.SensitivityMap;
                                               # sparse masks take its top entries
     sparse_seed: int = 0                      # sparse tuning: seed of the random mask when there is no sensitivity
+    initial_weights: Any = None               # one-shot: an autopeft.priors.oneshot.SliceWeights; a built point
+                                              # starts from its slice of a trained super-adapter (--inherit-weights)
 
 
 @dataclass(frozen=True)

@@ -244,6 +244,9 @@ class PriorSettings(SettingsGroup):
     screen_evaluations: int = Field(60, ge=1)
     screen_candidates: int = Field(6, ge=1)
     screen_epochs: float = Field(1.0, gt=0, allow_inf_nan=False)
+    inherit_weights: bool = False            # oneshot: trials start from their slice of the super-adapter
+    super_adapter: Optional[str] = None      # not a flag: the super-adapter's cache entry, set by the search once it
+                                             # is trained, so that every worker's trials inherit the same weights
     subset_strategy: Optional[StrategyName] = None    # data selection for the fidelity's training subset (None: random)
     embedding_model: Optional[str] = None    # embeddings for data selection (None: the model being tuned)
     warmup_pool: CommaList = Field(default_factory=list)  # datasets whose texts the adapter warms up on (GOT-D)
@@ -266,6 +269,12 @@ class PriorSettings(SettingsGroup):
         if not value > 0:
             raise ValueError("must be positive")
         return value
+
+    @model_validator(mode="after")
+    def _inherit_needs_oneshot(self):
+        if self.inherit_weights and "oneshot" not in self.prior:
+            raise ValueError("--inherit-weights needs --prior oneshot (the super-adapter the trials start from)")
+        return self
 
     @model_validator(mode="after")
     def _warmup_complete(self):
@@ -495,7 +504,8 @@ def merge_settings(file_values: dict[str, Any], flag_values: dict[str, Any], sou
         location = first["loc"][1:] if first["loc"][:1] and first["loc"][0] in GROUPS else first["loc"]
         field = ".".join(str(p) for p in location)  # the flat key, as the user wrote it
         message = first["msg"].removeprefix("Value error, ")
-        raise AutopeftError(f"{source}: setting '{field.replace('_', '-')}': {message}") from None
+        where = f"setting '{field.replace('_', '-')}': " if field else ""   # a check across settings names its flags
+        raise AutopeftError(f"{source}: {where}{message}") from None
 
 
 _DURATION = re.compile(r"^\s*(?:(?P<h>[\d.]+)\s*h)?\s*(?:(?P<m>[\d.]+)\s*m(?:in)?)?\s*(?:(?P<s>[\d.]+)\s*s?)?\s*$")

@@ -235,15 +235,31 @@ class SuperAdapter:
             raise SpaceError("the point has no module the super-adapter holds")
         built = build_adapter(point, self.space.model_config, self.kind)(model)
         source = {_plain_name(name): tensor for name, tensor in self.trainable_state().items()}
-        with torch.no_grad():
-            for name, parameter in built.named_parameters():
-                if not parameter.requires_grad:
-                    continue
-                weights = source.get(_plain_name(name))
-                if weights is None:
-                    raise SpaceError(f"the super-adapter has no parameter '{name}' of {point.describe()}")
-                if any(s > w for s, w in zip(parameter.shape, weights.shape)) or parameter.dim() != weights.dim():
-                    raise SpaceError(f"'{name}' of {point.describe()} is larger than the super-adapter's "
-                                     f"({tuple(parameter.shape)} vs {tuple(weights.shape)})")
-                parameter.copy_(weights[tuple(slice(0, s) for s in parameter.shape)])
+        copy_slices(built, source, point.describe(), strict=True)
         return built
+
+
+def copy_slices(built: nn.Module, source: dict[str, torch.Tensor], description: str, *, strict: bool) -> int:
+    """Copy into every trainable parameter of ``built`` the leading slice of the same-named tensor of ``source`` (a
+    super-adapter's trainable state keyed by :func:`_plain_name`); returns how many parameters were copied.
+
+    ``strict``: a parameter the super-adapter has no tensor for, or a larger one, raises SpaceError; otherwise it
+    keeps its own initialisation (a module type the super-adapter leaves out)."""
+    copied = 0
+    with torch.no_grad():
+        for name, parameter in built.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            weights = source.get(_plain_name(name))
+            if weights is None:
+                if strict:
+                    raise SpaceError(f"the super-adapter has no parameter '{name}' of {description}")
+                continue
+            if parameter.dim() != weights.dim() or any(s > w for s, w in zip(parameter.shape, weights.shape)):
+                if strict:
+                    raise SpaceError(f"'{name}' of {description} is larger than the super-adapter's "
+                                     f"({tuple(parameter.shape)} vs {tuple(weights.shape)})")
+                continue
+            parameter.copy_(weights[tuple(slice(0, s) for s in parameter.shape)])
+            copied += 1
+    return copied

@@ -46,6 +46,7 @@ class OneShot:
     training: TrainingConfig
     meta: dict = field(default_factory=dict)  # how it trained: steps, seconds, its largest configuration's metrics
     cached: bool = False
+    folder: Path | None = None              # its cache entry (load_or_train_super_adapter), which trials inherit from
 
     @property
     def metric(self) -> str:
@@ -140,11 +141,12 @@ def load_or_train_super_adapter(runner: TrialRunner, space: SearchSpace, fidelit
                          training=training.to_dict(), learning_rate=learning_rate, seed=seed)
     loaded = read_entry(folder, lambda f: load_super_adapter(runner, space, f, fidelity, training))
     if loaded is not None:
-        loaded.cached = True
+        loaded.cached, loaded.folder = True, folder
         return loaded
     start = time.perf_counter()
     oneshot = train_super_adapter(runner, space, fidelity, training, seed, learning_rate=learning_rate)
     oneshot.meta["total_seconds"] = time.perf_counter() - start
     with atomic_folder(folder) as staging:
         save_super_adapter(oneshot, staging)
+    oneshot.folder = folder
     return oneshot

@@ -4,6 +4,9 @@ count) for ``--screen-evaluations`` scores, and the ``--screen-candidates`` most
 screen (the one-shot front from its lowest loss down, then the next front) start the search: they are trained
 stand-alone through the rungs like every other point.
 
+With ``--inherit-weights`` every trial (rungs and final stage) then starts from its slice of the super-adapter
+(:class:`autopeft.priors.oneshot.SliceWeights`, handed to the builders as ``BuildContext.initial_weights``).
+
 Screening ignores what a super-adapter cannot tell apart: module types it leaves out are off, and training dimensions
 (``lr_scale``, rates) take their neutral value in the points it hands over. Why NSGA-II: a one-shot score costs one
 pass over the validation examples, no training, so a population-based sampler can spend dozens of them on a CPU and
@@ -52,14 +55,25 @@ class OneShotPrior(SearchPrior):
         self.screened: list[Screened] = []
         return "one-shot screening: the super-adapter trains (or is read from the cache) once the space is final"
 
+    def build_context(self) -> dict:
+        priors = self.settings.priors
+        if priors.inherit_weights and priors.super_adapter:
+            from autopeft.priors.oneshot import SliceWeights
+
+            return {"initial_weights": SliceWeights(priors.super_adapter)}
+        return {}
+
     def starting_points(self, space, max_params, note) -> list[StartingPoint]:
         from autopeft.priors.oneshot import SuperAdapter, load_or_train_super_adapter
         from autopeft.trial import TrialRunner
 
+        self.settings.priors.super_adapter = None   # only the super-adapter trained or read below is inherited
         try:
             nested, left_out = SuperAdapter.screened_modules(space)
         except SpaceError as exc:
-            note(f"one-shot screening skipped: {exc}")
+            note(f"one-shot screening skipped: {exc}" +
+                 ("; trials train from scratch (no super-adapter to inherit from)"
+                  if self.settings.priors.inherit_weights else ""))
             return []
         if left_out:
             note("one-shot screening leaves out " + ", ".join(f"{m} ({why})" for m, why in left_out.items()))
@@ -73,6 +87,11 @@ class OneShotPrior(SearchPrior):
                                               learning_rate=settings.training.lr)
         note("super-adapter " + ("read from the cache" if oneshot.cached else
                                  f"trained in {oneshot.meta['total_seconds']:.1f} s ({oneshot.meta['steps']} steps)"))
+        if settings.priors.inherit_weights:
+            # the evaluator (here or in a Ray worker) is built from the settings after this: it reads the weights there
+            settings.priors.super_adapter = str(oneshot.folder)
+            note("inherited weights: every trial starts from its slice of the super-adapter (module types it leaves "
+                 "out from scratch)")
         start = time.perf_counter()
         self.screened = screen(oneshot, space, settings.priors.screen_evaluations, max_params, settings.seed)
         note(f"one-shot screen: {settings.priors.screen_evaluations} draws, {len(self.screened)} distinct "
