@@ -216,6 +216,7 @@ def run_search_comparison(args, task: str) -> dict:
     from autopeft.search.run import read_run_info
     from autopeft.space import PeftPoint, count_trainable_params
 
+    started = time.perf_counter()
     arms = C.csv(args.arms)
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
@@ -283,7 +284,8 @@ def run_search_comparison(args, task: str) -> dict:
                         "screened_on_front": sum(1 for s in mine for f in s["front"] if f["origin"] == ORIGIN_SCREEN),
                         "front_points": sum(len(s["front"]) for s in mine)})
     return {"task": task, "commit": C.COMMIT, "metric": data.spec.metric, "budget": budget,
-            "lora_r8_wall_s": statistics.mean(lora_walls), "searches": searches, "summary": summary}
+            "lora_r8_wall_s": statistics.mean(lora_walls), "searches": searches, "summary": summary,
+            "command": C.command_line(args), "seconds": round(time.perf_counter() - started, 1)}
 
 
 ORIGIN_SCREEN = "prior:oneshot"
@@ -316,7 +318,8 @@ def markdown_search(data: dict) -> list[str]:
              "All at LoRA r8's parameter count (`--max-params`), the space above, `--fidelity auto`, no final stage; "
              "the screened ones with fewer trials, so that super-adapter training and screening are paid for; "
              "`oneshot-inherit` also starts every trial from its slice of the super-adapter (`--inherit-weights`). "
-             "Every front point retrained with the seeds below (test split; the inheriting search's from its slices); "
+             f"Every front point retrained with {_retrain_seeds(data)} seed(s) (test split; the inheriting search's "
+             "from its slices); "
              "hypervolume of (test, log10 params) against one reference point for all searches of a task. Pick: the "
              "front point with the best search metric. Origins: where the front's points entered the search (a "
              "`prior:oneshot` one came from the screen).", ""]
@@ -342,8 +345,19 @@ def markdown_search(data: dict) -> list[str]:
                           "front points from the screen"], summary)
         lines += ["", "Mean ± std over the searches (search seeds) of each kind; each pick's test score is itself "
                       "the mean of its retraining seeds. Per search:", ""]
-    return lines + C.table(["task", "search", "seed", "cost (× LoRA r8)", "trained", "front", "retrained HV",
-                            "pick (params)", "pick test", "origins on front", "commit"], rows)
+    lines += C.table(["task", "search", "seed", "cost (× LoRA r8)", "trained", "front", "retrained HV",
+                      "pick (params)", "pick test", "origins on front", "commit"], rows)
+    made = [f"{t['task']} `{t['command']}` ({t['seconds']:.0f} s)" for t in data.get("search_comparison", [])
+            if t.get("command")]
+    if made:   # tasks run one at a time and merged (C.merge_tasks): each one's own command
+        lines += ["", "Made per task on 2 CPU cores: " + "; ".join(made) + "."]
+    return lines
+
+
+def _retrain_seeds(data: dict) -> str:
+    counts = {len(f["tests"]) for t in data.get("search_comparison", []) for s in t["searches"]
+              for f in s.get("front", []) if "tests" in f}
+    return "/".join(map(str, sorted(counts))) or "the `--search-seeds`"
 
 
 def _noise_verdict(t: dict) -> list[str]:
@@ -368,7 +382,12 @@ def _noise_verdict(t: dict) -> list[str]:
 
 def markdown(args, data: dict) -> list[str]:
     if not data.get("tasks"):
-        return (["# One-shot screening: search efficiency (MiniLM)", "", f"Space `{args.space}`."]
+        return (["# One-shot screening: search efficiency (MiniLM)", "",
+                 f"Space `{args.space}`; the default search {args.default_trials} trials, the screened ones "
+                 f"{args.oneshot_trials} ({args.screen_evaluations} screen evaluations, {args.screen_candidates} "
+                 f"candidates, the super-adapter trained for {args.screen_epochs:g}× the full fidelity's epochs); "
+                 f"full fidelity {args.train_examples} examples × {args.epochs:g} epochs, batch {args.batch_size}, "
+                 f"{args.eval_examples or 'all'} validation examples."]
                 + markdown_search(data))
     lines = ["# One-shot screening: super-adapter score vs stand-alone training (MiniLM)", "",
              f"Space `{args.space}`; {args.points} points per task (the baselines it expresses, then uniform draws; "
@@ -448,7 +467,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--search-repeats", type=int, default=1,
                         help="--compare-search: runs of each search, with search seeds --seed, --seed + 1, ...")
     parser.add_argument("--runs", type=Path, help="--compare-search: folder for the searches")
+    parser.add_argument("--render", type=Path, help="rewrite the markdown of this benchmark JSON only (no run)")
     args = C.parse_args(parser, PRESETS, argv, "oneshot")
+    if args.render:
+        return C.render(args.render, lambda data, saved: markdown(saved, data))
     started = time.perf_counter()
     C.quiet()
     if args.compare_search:

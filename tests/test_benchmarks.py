@@ -168,7 +168,7 @@ def test_oneshot_search_comparison(out, tmp_path):
     assert [s["arm"] for s in task["searches"]] == ["default", "oneshot", "oneshot-inherit"]
     assert default["budget"] == screened["budget"] == 73_728 and screened["cost_vs_lora_r8"] > 0
     assert [a["searches"] for a in task["summary"]] == [1, 1, 1] and "Search efficiency" in markdown
-    assert "| oneshot-inherit | 1 |" in markdown
+    assert "| oneshot-inherit | 1 |" in markdown and "--compare-search" in task["command"]
 
 
 @pytest.mark.parametrize("path", sorted(SCRIPTS.glob("bench_*.py")), ids=lambda path: path.stem)

@@ -261,6 +261,23 @@ def test_a_search_with_the_oneshot_prior_starts_from_the_screens_best_points(tmp
     assert len(copied) == len(trained) >= 3 and all(str(folder) == entry and count > 0 for folder, _, count in copied)
 
 
+def test_ray_workers_inherit_from_the_super_adapter_the_driver_recorded(tmp_path):
+    """A worker rebuilds its evaluator from ``for_workers()`` settings: the driver's super-adapter entry travels
+    there, and the oneshot prior hands its slices to the builders; without --inherit-weights it hands nothing."""
+    from autopeft.priors.oneshot import SliceWeights
+    from autopeft.search.priors.oneshot import OneShotPrior
+    from autopeft.search.settings import SearchSettings, merge_settings
+
+    settings = merge_settings({}, dict(model="m", dataset="d", prior=["oneshot"], inherit_weights=True))
+    assert OneShotPrior(settings).build_context() == {}   # nothing trained yet
+    settings.priors.super_adapter = str(tmp_path / "entry")
+    worker = SearchSettings.model_validate(settings.for_workers())
+    weights = OneShotPrior(worker).build_context()["initial_weights"]
+    assert isinstance(weights, SliceWeights) and weights.folder == tmp_path / "entry"
+    worker.priors.inherit_weights = False
+    assert OneShotPrior(worker).build_context() == {}
+
+
 def test_the_oneshot_command_scores_the_space_and_exports_loadable_slices(autopeft, tmp_path, monkeypatch):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification

@@ -89,7 +89,7 @@ class OneShotPrior(SearchPrior):
                                  f"trained in {oneshot.meta['total_seconds']:.1f} s ({oneshot.meta['steps']} steps)"))
         if settings.priors.inherit_weights:
             # the evaluator (here or in a Ray worker) is built from the settings after this: it reads the weights there
-            settings.priors.super_adapter = str(oneshot.folder)
+            settings.priors.super_adapter = str(oneshot.folder.resolve())   # workers run in other folders
             note("inherited weights: every trial starts from its slice of the super-adapter (module types it leaves "
                  "out from scratch)")
         start = time.perf_counter()
