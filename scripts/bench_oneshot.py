@@ -212,6 +212,7 @@ def run_search_comparison(args, task: str) -> dict:
     from autopeft.search import builders_adapter_builder
     from autopeft.search import records as R
     from autopeft.search.pareto import hypervolume, reference_point
+    from autopeft.search.priors.oneshot import ORIGIN as SCREENED
     from autopeft.search.results import load_results
     from autopeft.search.run import read_run_info
     from autopeft.space import PeftPoint, count_trainable_params
@@ -247,8 +248,8 @@ def run_search_comparison(args, task: str) -> dict:
     for search in searches:
         results = load_results(search["run"])
         retrain = evaluator
-        weights = read_run_info(search["run"]).settings.get("super_adapter")
-        if ARMS[search["arm"]].get("inherit_weights"):
+        if ARMS[search["arm"]].get("inherit_weights"):   # from the super-adapter this search trained (run.json)
+            weights = read_run_info(search["run"]).settings["super_adapter"]
             context = BuildContext(initial_weights=SliceWeights(weights))
             retrain = replace(evaluator, adapter_builder=builders_adapter_builder(base.config, data.spec.kind,
                                                                                   context))
@@ -281,14 +282,11 @@ def run_search_comparison(args, task: str) -> dict:
                         "cost": C.mean_std([s["cost_vs_lora_r8"] for s in mine]),
                         "hypervolume": C.mean_std([s["retrained_hypervolume"] for s in mine]),
                         "pick_test": C.mean_std(picks),
-                        "screened_on_front": sum(1 for s in mine for f in s["front"] if f["origin"] == ORIGIN_SCREEN),
+                        "screened_on_front": sum(1 for s in mine for f in s["front"] if f["origin"] == SCREENED),
                         "front_points": sum(len(s["front"]) for s in mine)})
     return {"task": task, "commit": C.COMMIT, "metric": data.spec.metric, "budget": budget,
             "lora_r8_wall_s": statistics.mean(lora_walls), "searches": searches, "summary": summary,
             "command": C.command_line(args), "seconds": round(time.perf_counter() - started, 1)}
-
-
-ORIGIN_SCREEN = "prior:oneshot"
 
 
 def first_origins(results) -> dict:
