@@ -16,6 +16,9 @@ stand-alone metrics beside the evaluation's standard error (a ranking of points 
 noise means nothing); costs as ratios measured in the same run: super-adapter training / one stand-alone LoRA r8
 training, one one-shot score / the mean stand-alone training.
 
+``--compare-search`` runs whole searches instead (the default one vs the screened ones, costs in the same run);
+``--subset-agreement`` asks how the screen's ranking changes when each score uses fewer validation examples.
+
     python scripts/bench_oneshot.py --size toy|quick|medium [--tasks sst2] [--out DIR] [overrides]
     -> benchmarks/oneshot.json and benchmarks/oneshot.md (medium: benchmarks/medium/, tasks merged)
 """
@@ -237,6 +240,8 @@ def run_search_comparison(args, task: str) -> dict:
             screen = {} if arm == "default" else dict(screen_evaluations=args.screen_evaluations,
                                                        screen_candidates=args.screen_candidates,
                                                        screen_epochs=args.screen_epochs)
+            if arm != "default" and args.screen_examples:
+                screen["screen_examples"] = args.screen_examples
             search = Q.default_search(args, task, full, budget, f"oneshot-cmp-{arm}-{repeat}", **space,
                                       seed=args.seed + repeat, **ARMS[arm], **screen)
             search.update(arm=arm, repeat=repeat, search_seed=args.seed + repeat)
@@ -289,6 +294,100 @@ def run_search_comparison(args, task: str) -> dict:
             "command": C.command_line(args), "seconds": round(time.perf_counter() - started, 1)}
 
 
+def run_subset_agreement(args, task: str) -> dict:
+    """Does the screen rank on a few validation examples as it does on all of them? One super-adapter trained as a
+    search's screen trains it (the full fidelity × ``--screen-epochs``, seed ``--seed``); ``--points`` points (the
+    baselines, then uniform draws) each scored one-shot on every size of ``--subset-sizes`` (the first n of the fixed
+    order trials are scored in, so each subset holds the smaller ones) and on all ``--eval-examples``. Reported per
+    size: Spearman / Kendall of the screen's ranking (its one-shot loss) against the ranking on all examples, how many
+    of the ``--screen-candidates`` best by loss stay the best, and the seconds of one score as a share of one LoRA r8
+    training at full fidelity (``--search-seeds`` seeds, same run)."""
+    import statistics
+
+    import bench_quality as Q
+
+    from autopeft.priors.oneshot import SuperAdapter, load_or_train_super_adapter
+    from autopeft.search.priors.oneshot import RANK_BY
+    from autopeft.space import SearchSpace
+    from autopeft.trial import TrainingConfig
+
+    started = time.perf_counter()
+    data, base = C.load(task)
+    space = SearchSpace.from_file(C.space_path(args.space), base.config)
+    full = _full_fidelity(args, task)
+    C.load(task, tokenize_length=full.max_length)
+    metric = data.spec.metric
+    evaluator = C.runner_evaluator(base, data, None)
+    os.environ["AUTOPEFT_CACHE"] = tempfile.mkdtemp(prefix="bench-oneshot-cache-")   # trained here, not read
+    screen_fidelity = replace(full, epochs=full.epochs * args.screen_epochs)
+    oneshot = load_or_train_super_adapter(evaluator.runner, space, screen_fidelity, TrainingConfig(), args.seed)
+    points = points_of(space, args.points, args.seed, SuperAdapter(space, base.kind).screened)
+    available = len(evaluator.runner.eval_subset(len(data.validation), full))
+    sizes = sorted({n for n in map(int, C.csv(args.subset_sizes)) if n < available}) + [available]
+    scores = {n: [] for n in sizes}
+    seconds = {n: [] for n in sizes}
+    for _, point in points:
+        for n in sizes:
+            begin = time.perf_counter()
+            scores[n].append(oneshot.score(point, replace(full, eval_examples=n)))
+            seconds[n].append(time.perf_counter() - begin)
+    lora_walls = [evaluator(Q.hand_made(base.config)["lora"][1], full, seed).wall_seconds
+                  for seed in range(args.search_seeds)]
+    trial = statistics.mean(lora_walls)
+    reference = [s[RANK_BY] for s in scores[available]]
+    best = set(sorted(range(len(points)), key=reference.__getitem__)[: args.screen_candidates])
+    rows = []
+    for n in sizes:
+        losses = [s[RANK_BY] for s in scores[n]]
+        top = set(sorted(range(len(points)), key=losses.__getitem__)[: args.screen_candidates])
+        rows.append({"examples": n, "loss_vs_all": correlations(losses, reference),
+                     "metric_vs_all": correlations([s[metric] for s in scores[n]],
+                                                   [s[metric] for s in scores[available]]),
+                     "top_kept": len(top & best), "score_s": statistics.mean(seconds[n]),
+                     "score_share_of_trial": statistics.mean(seconds[n]) / trial})
+        print(json.dumps(rows[-1]), flush=True)
+    return {"task": task, "commit": C.COMMIT, "metric": metric, "full": full.to_dict(),
+            "screen": screen_fidelity.to_dict(), "super_steps": oneshot.meta["steps"], "points": len(points),
+            "top": args.screen_candidates, "lora_r8_wall_s": trial, "lora_r8_walls": lora_walls, "sizes": rows,
+            "scores": {str(n): [{"metric": s[metric], RANK_BY: s[RANK_BY]} for s in scores[n]] for n in sizes},
+            "command": C.command_line(args), "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _worst_pick_rank(t: dict, examples: int) -> int:
+    """Where the worst of the best ``top`` by loss on ``examples`` examples ranks by loss on all of them (1: best)."""
+    from autopeft.search.priors.oneshot import RANK_BY
+
+    every = [s[RANK_BY] for s in t["scores"][str(t["sizes"][-1]["examples"])]]
+    subset = [s[RANK_BY] for s in t["scores"][str(examples)]]
+    rank = {point: place + 1 for place, point in enumerate(sorted(range(len(every)), key=every.__getitem__))}
+    return max(rank[point] for point in sorted(range(len(subset)), key=subset.__getitem__)[: t["top"]])
+
+
+def markdown_subsets(data: dict) -> list[str]:
+    entries = data.get("subset_agreement", [])
+    if not entries:
+        return []
+    lines = ["", "## How many validation examples a one-shot score needs", "",
+             "One super-adapter per task trained as a search's screen trains it; the same points scored one-shot on "
+             "the first n of the validation examples trials are scored on, and on all of them. ρ / τ: Spearman / "
+             "Kendall of the ranking by one-shot loss (what the screen ranks by) against the ranking on all "
+             "examples; kept: of the best by loss on all examples, how many are also the best on n (the screen's "
+             "candidates); worst pick's rank: where the worst of the best on n ranks on all examples; one score: its "
+             "seconds and their share of one LoRA r8 training at full fidelity (same run).", ""]
+    rows = []
+    for t in entries:
+        for r in t["sizes"]:
+            rows.append([t["task"], r["examples"], t["points"], C.fmt(r["loss_vs_all"]["spearman"], 2),
+                         C.fmt(r["loss_vs_all"]["kendall"], 2), C.fmt(r["metric_vs_all"]["spearman"], 2),
+                         f"{r['top_kept']} of {t['top']}", _worst_pick_rank(t, r["examples"]),
+                         f"{C.fmt(r['score_s'], 2)} s ({100 * r['score_share_of_trial']:.2f} %)"])
+    lines += C.table(["task", "examples", "points", "ρ loss", "τ loss", "ρ metric", "best kept",
+                      "worst pick's rank on all", "one score (% of a LoRA r8 trial)"], rows)
+    made = [f"{t['task']} `{t['command']}` ({t['seconds']:.0f} s; super-adapter {t['super_steps']} steps, LoRA r8 "
+            f"{t['lora_r8_wall_s']:.1f} s, commit {t['commit']})" for t in entries]
+    return lines + ["", "Made per task on 2 CPU cores: " + "; ".join(made) + "."]
+
+
 def first_origins(results) -> dict:
     """Point key -> where the point entered the search (baseline, quasi-random, prior, sampler): its origin at the
     first stage it appears in, not the "promoted from" of the rungs above."""
@@ -314,7 +413,8 @@ def _full_fidelity(args, task: str):
 def markdown_search(data: dict) -> list[str]:
     lines = ["", "## Search efficiency: the default search vs the same search started by one-shot screening", "",
              "All at LoRA r8's parameter count (`--max-params`), the space above, `--fidelity auto`, no final stage; "
-             "the screened ones with fewer trials, so that super-adapter training and screening are paid for; "
+             "the screened ones with the trial count above, their super-adapter's training and the screen counted in "
+             "their cost; "
              "`oneshot-inherit` also starts every trial from its slice of the super-adapter (`--inherit-weights`). "
              f"Every front point retrained with {_retrain_seeds(data)} seed(s) (test split; the inheriting search's "
              "from its slices); "
@@ -379,6 +479,11 @@ def _noise_verdict(t: dict) -> list[str]:
 
 
 def markdown(args, data: dict) -> list[str]:
+    if data.get("subset_agreement") and not data.get("tasks") and not data.get("search_comparison"):
+        return ["# One-shot screening: scores on a validation subset (MiniLM)", "",
+                f"Space `{args.space}`; full fidelity {args.train_examples} examples × {args.epochs:g} epochs, batch "
+                f"{args.batch_size}; the super-adapter trained for {args.screen_epochs:g}× its epochs."] \
+            + markdown_subsets(data)
     if not data.get("tasks"):
         return (["# One-shot screening: search efficiency (MiniLM)", "",
                  f"Space `{args.space}`; the default search {args.default_trials} trials, the screened ones "
@@ -457,6 +562,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--default-trials", type=int, default=30, help="--compare-search: the default search's trials")
     parser.add_argument("--oneshot-trials", type=int, default=20, help="--compare-search: the screened search's")
     parser.add_argument("--screen-evaluations", type=int, default=60)
+    parser.add_argument("--screen-examples", type=int,
+                        help="--compare-search: validation examples per screen score (default: the search's)")
     parser.add_argument("--screen-candidates", type=int, default=6)
     parser.add_argument("--screen-epochs", type=float, default=1.0)
     parser.add_argument("--search-seeds", type=int, default=2, help="--compare-search: seeds of each retraining")
@@ -465,6 +572,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--search-repeats", type=int, default=1,
                         help="--compare-search: runs of each search, with search seeds --seed, --seed + 1, ...")
     parser.add_argument("--runs", type=Path, help="--compare-search: folder for the searches")
+    parser.add_argument("--subset-agreement", action="store_true",
+                        help="instead of the points' trainings: one-shot scores on validation subsets vs on all")
+    parser.add_argument("--subset-sizes", default="32,64,128,256",
+                        help="--subset-agreement: validation examples per score, comma-separated")
     parser.add_argument("--render", type=Path, help="rewrite the markdown of this benchmark JSON only (no run)")
     args = C.parse_args(parser, PRESETS, argv, "oneshot")
     if args.render:
@@ -473,10 +584,12 @@ def main(argv: list[str] | None = None) -> None:
     C.quiet()
     if args.compare_search:
         data = {"search_comparison": [run_search_comparison(args, task) for task in C.csv(args.tasks)]}
+    elif args.subset_agreement:
+        data = {"subset_agreement": [run_subset_agreement(args, task) for task in C.csv(args.tasks)]}
     else:
         data = {"tasks": [run_task(args, task) for task in C.csv(args.tasks)]}
     if args.size == "medium":
-        data = C.merge_tasks(args, data, ("tasks", "search_comparison"))
+        data = C.merge_tasks(args, data, ("tasks", "search_comparison", "subset_agreement"))
     C.write(args, data, markdown(args, data), started)
 
 

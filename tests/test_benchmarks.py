@@ -171,6 +171,17 @@ def test_oneshot_search_comparison(out, tmp_path):
     assert "| oneshot-inherit | 1 |" in markdown and "--compare-search" in task["command"]
 
 
+def test_oneshot_subset_agreement(out):
+    data, markdown = run("oneshot", out, "--subset-agreement", "--subset-sizes", "4,8,99", "--points", "5",
+                         "--screen-candidates", "2", "--search-seeds", "1")
+    (task,) = data["subset_agreement"]
+    assert [r["examples"] for r in task["sizes"]] == [4, 8, 16]   # 99 is more than the 16 scored: all of them
+    whole = task["sizes"][-1]   # the ranking on all examples against itself
+    assert whole["loss_vs_all"]["spearman"] == pytest.approx(1.0) and whole["top_kept"] == 2
+    assert all(len(scores) == task["points"] == 5 for scores in task["scores"].values())
+    assert all(0 < r["score_share_of_trial"] < 1 for r in task["sizes"]) and "best kept" in markdown
+
+
 @pytest.mark.parametrize("path", sorted(SCRIPTS.glob("bench_*.py")), ids=lambda path: path.stem)
 def test_every_script_has_size_presets_and_main(path, capsys):
     module = script(path.stem.removeprefix("bench_"))

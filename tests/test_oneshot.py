@@ -217,7 +217,7 @@ def test_a_search_with_the_oneshot_prior_starts_from_the_screens_best_points(tmp
     """... and with --inherit-weights every trial starts from its slice of the cached super-adapter."""
     import optuna
 
-    from autopeft.priors.oneshot import SliceWeights
+    from autopeft.priors.oneshot import OneShot, SliceWeights
     from autopeft.search import records as R
     from autopeft.search.run import read_run_info, run_search
     from autopeft.search.settings import merge_settings
@@ -239,12 +239,16 @@ def test_a_search_with_the_oneshot_prior_starts_from_the_screens_best_points(tmp
                   dataset=write_tiny_task(tmp_path / "task"), space=str(tmp_path / "space.yaml"), trials=3,
                   sampler="random", baselines=False, quasi_random=0, final_seeds=0, max_length=16, batch_size=16,
                   fidelity="1", epochs=16, lr=5e-2, prior=["oneshot"], screen_epochs=1, screen_evaluations=25,
-                  screen_candidates=2, inherit_weights=True, out=str(tmp_path / "run"))
-    copied = []
+                  screen_examples=24, screen_candidates=2, inherit_weights=True, out=str(tmp_path / "run"))
+    copied, scored_on = [], set()
     original = SliceWeights.apply
     monkeypatch.setattr(SliceWeights, "apply", lambda self, point, model: (
         copied.append((self.folder, point.describe(), original(self, point, model))), copied[-1][-1])[1])
+    score = OneShot.score
+    monkeypatch.setattr(OneShot, "score", lambda self, point, fidelity=None: (
+        scored_on.add((fidelity or self.fidelity).eval_examples), score(self, point, fidelity))[1])
     run_search(merge_settings({}, inputs), Notes())
+    assert scored_on == {24} and any("scored on 24 validation examples" in line for line in notes)
     assert any(line.startswith("one-shot screening leaves out ia3") for line in notes), notes
     assert any("super-adapter trained" in line for line in notes) and any("one-shot screen: 25 draws" in line
                                                                            for line in notes)

@@ -171,6 +171,9 @@ SETTINGS_FLAGS: FlagGroup = {
     "screen_evaluations": Annotated[Optional[int], typer.Option(
         help="One-shot: configurations the screen scores on the super-adapter (default 60; each costs one pass over "
              "the validation examples).")],
+    "screen_examples": Annotated[Optional[int], typer.Option(
+        help="One-shot: score each screened configuration on the first N of the trials' validation examples "
+             "(default: all of them; fewer is cheaper and noisier).")],
     "screen_candidates": Annotated[Optional[int], typer.Option(
         help="One-shot: the best screened configurations that start the search (default 6).")],
     "screen_epochs": Annotated[Optional[float], typer.Option(
@@ -203,7 +206,7 @@ in_panels(SETTINGS_FLAGS, {
                                     "workers_per_trial", "max_concurrent", "trial_retries", "ray_storage",
                                     "deepspeed"),
     "Priors": ("prior", "prior_batches", "prior_budgets", "sensitive_layers", "screen_evaluations",
-               "screen_candidates", "screen_epochs", "inherit_weights"),
+               "screen_examples", "screen_candidates", "screen_epochs", "inherit_weights"),
     "Data selection": ("subset_strategy", "embedding_model", "warmup_pool", "warmup_strategy", "warmup_size",
                        "warmup_epochs"),
 }, default="Other")

@@ -242,6 +242,10 @@ class PriorSettings(SettingsGroup):
     # ~1 s for 500 on MiniLM, 2 CPU cores), the best of them that start the search, and the super-adapter's training
     # in multiples of the full fidelity's epochs (1: about 1.4x one LoRA r8 training, benchmarks/medium/oneshot.md)
     screen_evaluations: int = Field(60, ge=1)
+    # validation examples per screen score (None: the trial's; fewer: the first of them). A cost knob, off by default:
+    # fewer examples lost the screen's picks (60 points; 256 of 500: rank Spearman 0.95-0.96 with the full scoring,
+    # 2-3 of its 6 best kept; 128: 0.71-0.87, RTE 0.43 of 249; benchmarks/medium/oneshot-subset/oneshot.md)
+    screen_examples: Optional[int] = Field(None, ge=1)
     screen_candidates: int = Field(6, ge=1)
     screen_epochs: float = Field(1.0, gt=0, allow_inf_nan=False)
     inherit_weights: bool = False            # oneshot: trials start from their slice of the super-adapter

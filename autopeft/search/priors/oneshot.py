@@ -93,9 +93,12 @@ class OneShotPrior(SearchPrior):
             note("inherited weights: every trial starts from its slice of the super-adapter (module types it leaves "
                  "out from scratch)")
         start = time.perf_counter()
-        self.screened = screen(oneshot, space, settings.priors.screen_evaluations, max_params, settings.seed)
+        scoring = screen_fidelity(fidelity, settings.priors.screen_examples)
+        self.screened = screen(oneshot, space, settings.priors.screen_evaluations, max_params, settings.seed, scoring)
+        examples = "every validation example" if scoring.eval_examples is None else \
+            f"{scoring.eval_examples} validation examples"
         note(f"one-shot screen: {settings.priors.screen_evaluations} draws, {len(self.screened)} distinct "
-             f"configurations scored in {time.perf_counter() - start:.1f} s")
+             f"configurations scored on {examples} in {time.perf_counter() - start:.1f} s")
         best = best_candidates(self.screened, settings.priors.screen_candidates)
         if not best:
             note("one-shot screen: no configuration beat the trivial score on the super-adapter; it gives no starting "
@@ -103,9 +106,18 @@ class OneShotPrior(SearchPrior):
         return [(s.params, ORIGIN) for s in best]
 
 
-def screen(oneshot, space, evaluations: int, max_params: int | None, seed: int) -> list[Screened]:
+def screen_fidelity(fidelity, examples: int | None):
+    """The fidelity a screen scores at: the trial's, on at most ``examples`` of its validation examples (the first of
+    the fixed order trials are scored in, :meth:`autopeft.trial.TrialRunner.eval_subset`)."""
+    if examples is None or (fidelity.eval_examples is not None and fidelity.eval_examples <= examples):
+        return fidelity
+    return replace(fidelity, eval_examples=examples)
+
+
+def screen(oneshot, space, evaluations: int, max_params: int | None, seed: int, fidelity=None) -> list[Screened]:
     """NSGA-II over ``space`` for ``evaluations`` draws on (one-shot loss, exact parameter count), both minimised;
-    each distinct configuration is scored once. Draws that cannot train (no module) or exceed ``max_params`` fail."""
+    each distinct configuration is scored once (at ``fidelity``, default the super-adapter's: its validation
+    examples). Draws that cannot train (no module) or exceed ``max_params`` fail."""
     import optuna
 
     from autopeft.search.engine import point_key
@@ -114,7 +126,8 @@ def screen(oneshot, space, evaluations: int, max_params: int | None, seed: int) 
 
     metric = oneshot.metric
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=optuna.samplers.NSGAIISampler(seed=seed))
-    trivial = oneshot.runner.trivial_score(oneshot.fidelity, oneshot.training)
+    fidelity = fidelity or oneshot.fidelity
+    trivial = oneshot.runner.trivial_score(fidelity, oneshot.training)
     scored: dict[str, Screened] = {}
     for _ in range(evaluations):
         trial = study.ask()
@@ -126,7 +139,7 @@ def screen(oneshot, space, evaluations: int, max_params: int | None, seed: int) 
             continue
         key = point_key(point)
         if key not in scored:
-            metrics = oneshot.score(point)
+            metrics = oneshot.score(point, fidelity)
             if not (math.isfinite(metrics[RANK_BY]) and math.isfinite(metrics[metric])):
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
