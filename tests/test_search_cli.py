@@ -235,7 +235,7 @@ def test_settings_are_grouped_in_memory_and_flat_on_disk():
     ({"lr": 0}, "setting 'lr': Input should be greater than 0"),                         # inside a group: flat key
     ({"warmup_pool": "x"}, "--warmup-pool needs --warmup-size"),
     ({"inherit_weights": True, "prior": "heads"}, "--inherit-weights needs --prior oneshot"),
-    ({"screen_examples": 0}, "setting 'screen_examples': Input should be greater than or equal to 1"),
+    ({"screen_examples": 0}, "setting 'screen-examples': Input should be greater than or equal to 1"),
 ])
 def test_bad_settings_name_the_flat_key(values, message):
     from autopeft.errors import AutopeftError
