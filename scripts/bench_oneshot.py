@@ -307,7 +307,7 @@ def run_subset_agreement(args, task: str) -> dict:
     import bench_quality as Q
 
     from autopeft.priors.oneshot import SuperAdapter, load_or_train_super_adapter
-    from autopeft.search.priors.oneshot import RANK_BY
+    from autopeft.search.priors.oneshot import RANK_BY, super_adapter_fidelity
     from autopeft.space import SearchSpace
     from autopeft.trial import TrainingConfig
 
@@ -319,7 +319,7 @@ def run_subset_agreement(args, task: str) -> dict:
     metric = data.spec.metric
     evaluator = C.runner_evaluator(base, data, None)
     os.environ["AUTOPEFT_CACHE"] = tempfile.mkdtemp(prefix="bench-oneshot-cache-")   # trained here, not read
-    screen_fidelity = replace(full, epochs=full.epochs * args.screen_epochs)
+    screen_fidelity = super_adapter_fidelity(full, args.screen_epochs)
     oneshot = load_or_train_super_adapter(evaluator.runner, space, screen_fidelity, TrainingConfig(), args.seed)
     points = points_of(space, args.points, args.seed, SuperAdapter(space, base.kind).screened)
     available = len(evaluator.runner.eval_subset(len(data.validation), full))
@@ -335,11 +335,11 @@ def run_subset_agreement(args, task: str) -> dict:
                   for seed in range(args.search_seeds)]
     trial = statistics.mean(lora_walls)
     reference = [s[RANK_BY] for s in scores[available]]
-    best = set(sorted(range(len(points)), key=reference.__getitem__)[: args.screen_candidates])
+    best = set(_lowest(reference, args.screen_candidates))
     rows = []
     for n in sizes:
         losses = [s[RANK_BY] for s in scores[n]]
-        top = set(sorted(range(len(points)), key=losses.__getitem__)[: args.screen_candidates])
+        top = set(_lowest(losses, args.screen_candidates))
         rows.append({"examples": n, "loss_vs_all": correlations(losses, reference),
                      "metric_vs_all": correlations([s[metric] for s in scores[n]],
                                                    [s[metric] for s in scores[available]]),
@@ -359,8 +359,13 @@ def _worst_pick_rank(t: dict, examples: int) -> int:
 
     every = [s[RANK_BY] for s in t["scores"][str(t["sizes"][-1]["examples"])]]
     subset = [s[RANK_BY] for s in t["scores"][str(examples)]]
-    rank = {point: place + 1 for place, point in enumerate(sorted(range(len(every)), key=every.__getitem__))}
-    return max(rank[point] for point in sorted(range(len(subset)), key=subset.__getitem__)[: t["top"]])
+    rank = {point: place + 1 for place, point in enumerate(_lowest(every, len(every)))}
+    return max(rank[point] for point in _lowest(subset, t["top"]))
+
+
+def _lowest(values: list[float], count: int) -> list[int]:
+    """Positions of the ``count`` lowest values, lowest first (the best by loss)."""
+    return sorted(range(len(values)), key=values.__getitem__)[:count]
 
 
 def markdown_subsets(data: dict) -> list[str]:

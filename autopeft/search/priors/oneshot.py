@@ -78,10 +78,7 @@ class OneShotPrior(SearchPrior):
         if left_out:
             note("one-shot screening leaves out " + ", ".join(f"{m} ({why})" for m, why in left_out.items()))
         settings = self.settings
-        full = settings.fidelity.full()
-        fidelity = replace(full, epochs=full.epochs * settings.priors.screen_epochs,
-                           max_steps=None if full.max_steps is None
-                           else math.ceil(full.max_steps * settings.priors.screen_epochs))
+        fidelity = super_adapter_fidelity(settings.fidelity.full(), settings.priors.screen_epochs)
         oneshot = load_or_train_super_adapter(TrialRunner(self.base, self.task), space, fidelity,
                                               settings.training.config(), settings.seed,
                                               learning_rate=settings.training.lr)
@@ -104,6 +101,12 @@ class OneShotPrior(SearchPrior):
             note("one-shot screen: no configuration beat the trivial score on the super-adapter; it gives no starting "
                  "point (train it longer: --screen-epochs)")
         return [(s.params, ORIGIN) for s in best]
+
+
+def super_adapter_fidelity(full, screen_epochs: float):
+    """The fidelity the screen's super-adapter trains at: the full fidelity's, ``screen_epochs`` times as long."""
+    return replace(full, epochs=full.epochs * screen_epochs,
+                   max_steps=None if full.max_steps is None else math.ceil(full.max_steps * screen_epochs))
 
 
 def screen_fidelity(fidelity, examples: int | None):
