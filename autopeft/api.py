@@ -62,8 +62,7 @@ class SearchResult:
         limit = None
         if max_params is not None:
             from autopeft.models import load_model_config
-            from autopeft.search.settings import parse_max_params
-            from autopeft.space import count_model_params
+            from autopeft.space import count_model_params, parse_max_params
 
             total = count_model_params(load_model_config(self.settings["model"])) \
                 if isinstance(max_params, str) and max_params.strip().endswith("%") else 1

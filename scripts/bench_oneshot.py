@@ -388,9 +388,21 @@ def markdown_subsets(data: dict) -> list[str]:
                          f"{C.fmt(r['score_s'], 2)} s ({100 * r['score_share_of_trial']:.2f} %)"])
     lines += C.table(["task", "examples", "points", "ρ loss", "τ loss", "ρ metric", "best kept",
                       "worst pick's rank on all", "one score (% of a LoRA r8 trial)"], rows)
-    made = [f"{t['task']} `{t['command']}` ({t['seconds']:.0f} s; super-adapter {t['super_steps']} steps, LoRA r8 "
-            f"{t['lora_r8_wall_s']:.1f} s, commit {t['commit']})" for t in entries]
-    return lines + ["", "Made per task on 2 CPU cores: " + "; ".join(made) + "."]
+    def detail(t):
+        return (f"{t['seconds']:.0f} s; super-adapter {t['super_steps']} steps, LoRA r8 {t['lora_r8_wall_s']:.1f} s, "
+                f"commit {t['commit']}")
+    return lines + ["", _made_line(entries, detail)]
+
+
+def _made_line(entries: list[dict], detail) -> str:
+    """Which command made each task's rows: once when one command made them all, else per task (tasks run one at a
+    time and merged by ``C.merge_tasks``)."""
+    commands = {t["command"] for t in entries}
+    if len(commands) == 1:
+        return (f"Made on 2 CPU cores by `{commands.pop()}`: "
+                + "; ".join(f"{t['task']} ({detail(t)})" for t in entries) + ".")
+    return "Made per task on 2 CPU cores: " + "; ".join(f"{t['task']} `{t['command']}` ({detail(t)})"
+                                                        for t in entries) + "."
 
 
 def first_origins(results) -> dict:
@@ -450,10 +462,9 @@ def markdown_search(data: dict) -> list[str]:
                       "the mean of its retraining seeds. Per search:", ""]
     lines += C.table(["task", "search", "seed", "cost (× LoRA r8)", "trained", "front", "retrained HV",
                       "pick (params)", "pick test", "origins on front", "commit"], rows)
-    made = [f"{t['task']} `{t['command']}` ({t['seconds']:.0f} s)" for t in data.get("search_comparison", [])
-            if t.get("command")]
-    if made:   # tasks run one at a time and merged (C.merge_tasks): each one's own command
-        lines += ["", "Made per task on 2 CPU cores: " + "; ".join(made) + "."]
+    made = [t for t in data.get("search_comparison", []) if t.get("command")]
+    if made:
+        lines += ["", _made_line(made, lambda t: f"{t['seconds']:.0f} s")]
     return lines
 
 

@@ -180,6 +180,7 @@ def test_oneshot_subset_agreement(out):
     assert whole["loss_vs_all"]["spearman"] == pytest.approx(1.0) and whole["top_kept"] == 2
     assert all(len(scores) == task["points"] == 5 for scores in task["scores"].values())
     assert all(0 < r["score_share_of_trial"] < 1 for r in task["sizes"]) and "best kept" in markdown
+    assert markdown.count(task["command"]) == 2   # one "Made ... by" line naming it once, then "Reproduce"
 
 
 @pytest.mark.parametrize("path", sorted(SCRIPTS.glob("bench_*.py")), ids=lambda path: path.stem)

@@ -313,13 +313,8 @@ def test_a_live_peer_trial_is_left_alone_and_its_point_not_trained_twice(tmp_pat
 
 
 def test_settings_merge_file_and_flags_and_read_compact_forms(tmp_path):
-    from autopeft.search.settings import (
-        fidelity_rungs,
-        merge_settings,
-        parse_duration,
-        parse_max_params,
-        read_run_config,
-    )
+    from autopeft.search.settings import fidelity_rungs, merge_settings, parse_duration, read_run_config
+    from autopeft.space import parse_max_params
 
     path = tmp_path / "run.yaml"
     path.write_text("model: m\ndataset: d\nspace: s.yaml\ntime-budget: 1h30m\nfidelity: 0.25,0.5,1\ntrials: 7\n")

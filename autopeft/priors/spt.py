@@ -141,7 +141,7 @@ def spt_budget_ceiling(model_config, rank: int = SPT_RANK) -> int:
 def parse_spt_budgets(text: str, model_config, model_params: int, *, rank: int = SPT_RANK) -> list[tuple[str, int]]:
     """``"0.1%,50000,120k"`` -> ``[(entry, parameters), ...]``, every entry checked against the model, so a
     budget SPT cannot meet fails before the sensitivity map is computed."""
-    from autopeft.search.settings import parse_max_params
+    from autopeft.space import parse_max_params
 
     entries = [entry.strip() for entry in text.split(",")]
     if not any(entries):

@@ -64,16 +64,23 @@ def _closest_level(grid: list[float], wished: float) -> int:
     return min(candidates, key=lambda i: abs(math.log(grid[i]) - math.log(wished)))
 
 
+def _training_value(dim_name: str, dist, largest_module_rate: float | None):
+    """A training dimension's value that leaves the module rates as they are: ``lr_scale`` 1, one searched
+    ``learning_rate`` at the largest module rate (mid-range without one), anything else mid-range."""
+    if dim_name == "training.lr_scale":
+        return _clipped(dist, 1.0)
+    if dim_name == "training.learning_rate" and largest_module_rate is not None:
+        return _clipped(dist, largest_module_rate)
+    return _middle(dist)
+
+
 def _value_for(space: SearchSpace, baseline: Baseline, dim_name: str, dist, hidden: int):
     module, _, rest = dim_name.partition(".")
     if dim_name.startswith("layer_"):  # shared placement: every layer on
         return 1
-    if dim_name == "training.learning_rate":
-        return _clipped(dist, max(_wished_lr(name, wish, hidden) for name, wish in baseline.modules.items()))
-    if dim_name == "training.lr_scale":
-        return _clipped(dist, 1.0)   # the module rates as they are
     if dim_name.startswith("training."):
-        return _middle(dist)
+        largest = max((_wished_lr(name, wish, hidden) for name, wish in baseline.modules.items()), default=None)
+        return _training_value(dim_name, dist, largest)
     wish = baseline.modules.get(module)
     if rest == "lr":
         return _clipped(dist, _wished_lr(module, wish, hidden)) if wish is not None else _middle(dist)
@@ -154,16 +161,9 @@ def neutral_training_params(space: SearchSpace, point) -> dict[str, Any]:
     without a view on its training, e.g. by one-shot screening)."""
     from autopeft.builders import module_learning_rates
 
-    values = {}
-    for dim in space.dimensions:
-        if dim.name == "training.lr_scale":
-            values[dim.name] = _clipped(dim.distribution, 1.0)
-        elif dim.name == "training.learning_rate":
-            rates = module_learning_rates(type(point)(point.modules))
-            values[dim.name] = _clipped(dim.distribution, max(rates.values())) if rates else _middle(dim.distribution)
-        elif dim.name.startswith("training."):
-            values[dim.name] = _middle(dim.distribution)
-    return values
+    largest = max(module_learning_rates(type(point)(point.modules)).values(), default=None)
+    return {dim.name: _training_value(dim.name, dim.distribution, largest)
+            for dim in space.dimensions if dim.name.startswith("training.")}
 
 
 def quasi_random_params(space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:

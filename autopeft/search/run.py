@@ -24,7 +24,7 @@ from autopeft.search.feasibility import LOFIT_NEEDS_HEADS
 from autopeft.search.objectives import Objective, parse_objectives
 from autopeft.search.progress import logged
 from autopeft.search.samplers import canonical_sampler_name
-from autopeft.search.settings import DEFAULT_TRIALS, SearchSettings, distinct_rungs, parse_max_params
+from autopeft.search.settings import DEFAULT_TRIALS, SearchSettings, distinct_rungs
 from autopeft.search.storage import (
     check_storage_url,
     default_storage,
@@ -34,6 +34,7 @@ from autopeft.search.storage import (
     mask_url,
     open_storage,
 )
+from autopeft.space import parse_max_params
 
 RUN_FILE = "run.json"
 

@@ -34,6 +34,7 @@ from pydantic import (
 
 from autopeft.errors import AutopeftError
 from autopeft.search.objectives import DEFAULT_OBJECTIVES
+from autopeft.space.params import parse_max_params
 from autopeft.space.schema import DEFAULT_SPACE
 from autopeft.trial.fidelity import Fidelity
 
@@ -528,28 +529,6 @@ def parse_duration(value: float | str) -> float:
     if not seconds > 0:
         raise AutopeftError("--time-budget must be positive")
     return seconds
-
-
-_SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}
-
-
-def parse_max_params(value: float | str | None, model_params: int) -> int | None:
-    """``50000``, ``"1e5"``, ``"120k"``, ``"1.5M"`` or ``"0.5%"`` (of the base model) -> a count."""
-    if value is None:
-        return None
-    text = str(value).strip().lower()
-    try:
-        if text.endswith("%"):
-            count = float(text[:-1]) / 100 * model_params
-        elif text and text[-1] in _SUFFIXES:
-            count = float(text[:-1]) * _SUFFIXES[text[-1]]
-        else:
-            count = float(text)
-    except ValueError:
-        raise AutopeftError(f"cannot read --max-params '{value}' (examples: 50000, 1e5, 120k, 0.5%)") from None
-    if not count > 0 or not math.isfinite(count):
-        raise AutopeftError("--max-params must be positive")
-    return int(count)
 
 
 def distinct_rungs(rungs: list[Fidelity], train_rows: int) -> tuple[list[Fidelity], str | None]:

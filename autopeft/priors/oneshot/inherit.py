@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from autopeft.errors import AutopeftError
-from autopeft.priors.oneshot.supernet import _plain_name, copy_slices
+from autopeft.priors.oneshot.supernet import copy_slices, plain_name
 from autopeft.priors.oneshot.train import WEIGHTS_FILE
 from autopeft.space.point import PeftPoint
 
@@ -40,7 +40,7 @@ class SliceWeights:
             if not path.is_file():
                 raise AutopeftError(f"inherited weights: no super-adapter at '{self.folder}' (a Ray worker on "
                                     "another machine needs the prior cache on a shared disk: AUTOPEFT_CACHE)")
-            self._source = {_plain_name(name): tensor for name, tensor in load_file(str(path)).items()}
+            self._source = {plain_name(name): tensor for name, tensor in load_file(str(path)).items()}
         return self._source
 
     def apply(self, point: PeftPoint, model: nn.Module) -> int:

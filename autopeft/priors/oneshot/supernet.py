@@ -40,7 +40,7 @@ Yu et al. 2020, spread over steps); the other steps train a configuration drawn 
 MAX_DRAWS = 50   # draws of the space for a step before it falls back to the smallest configuration
 
 
-def _plain_name(name: str) -> str:
+def plain_name(name: str) -> str:
     """A parameter's name with the wrappers of shared modules dropped: in a super-adapter LoRA sits inside the
     bottleneck layer of the same Linear (``...output.dense.base_layer.lora_A...``), stand-alone it does not."""
     return name.replace(".base_layer.", ".")
@@ -170,7 +170,7 @@ class SuperAdapter:
         """The tuner layer at ``site`` holding ``nest_cls``'s module (inside other tuner layers of the same Linear, or
         of a block around it: a parallel adapter on Llama's whole MLP)."""
         for name, module in self.model.named_modules():
-            name = _plain_name(name)
+            name = plain_name(name)
             if name == site or name.endswith("." + site):
                 while module is not None:
                     if nest_cls.holds(module):
@@ -234,14 +234,14 @@ class SuperAdapter:
         if point.is_empty:
             raise SpaceError("the point has no module the super-adapter holds")
         built = build_adapter(point, self.space.model_config, self.kind)(model)
-        source = {_plain_name(name): tensor for name, tensor in self.trainable_state().items()}
+        source = {plain_name(name): tensor for name, tensor in self.trainable_state().items()}
         copy_slices(built, source, point.describe(), strict=True)
         return built
 
 
 def copy_slices(built: nn.Module, source: dict[str, torch.Tensor], description: str, *, strict: bool) -> int:
     """Copy into every trainable parameter of ``built`` the leading slice of the same-named tensor of ``source`` (a
-    super-adapter's trainable state keyed by :func:`_plain_name`); returns how many parameters were copied.
+    super-adapter's trainable state keyed by :func:`plain_name`); returns how many parameters were copied.
 
     ``strict``: a parameter the super-adapter has no tensor for, or a larger one, raises SpaceError; otherwise it
     keeps its own initialisation (a module type the super-adapter leaves out)."""
@@ -250,7 +250,7 @@ def copy_slices(built: nn.Module, source: dict[str, torch.Tensor], description: 
         for name, parameter in built.named_parameters():
             if not parameter.requires_grad:
                 continue
-            weights = source.get(_plain_name(name))
+            weights = source.get(plain_name(name))
             if weights is None:
                 if strict:
                     raise SpaceError(f"the super-adapter has no parameter '{name}' of {description}")

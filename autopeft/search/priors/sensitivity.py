@@ -47,8 +47,7 @@ class SensitivityPrior(SearchPrior):
         import numpy as np
 
         from autopeft.priors.spt import nearest_space_params, spt_allocation
-        from autopeft.search.settings import parse_max_params
-        from autopeft.space import count_model_params
+        from autopeft.space import count_model_params, parse_max_params
 
         model_params = count_model_params(self.model_config)
         points = []
