@@ -96,6 +96,7 @@ def run_task(args, task: str) -> dict:
     from autopeft.space import SearchSpace, count_trainable_params
     from autopeft.trial import TrainingConfig
 
+    started = time.perf_counter()
     data, base = C.load(task)
     space = SearchSpace.from_file(C.space_path(args.space), base.config)
     full = _full_fidelity(args, task)
@@ -186,7 +187,8 @@ def run_task(args, task: str) -> dict:
             "trivial_metric": rows[ok[0]]["trivial_metric"] if ok else None,
             "trivial_share": sum(1 for i in ok if rows[i]["trivial"]) / len(ok) if ok else None,
             "lora_r8_wall_s": lora["wall_s"] if lora else None,
-            "standalone_wall_s_mean": statistics.mean(walls) if walls else None}
+            "standalone_wall_s_mean": statistics.mean(walls) if walls else None,
+            "command": C.command_line(args), "seconds": round(time.perf_counter() - started, 1)}
 
 
 ARMS = {
@@ -554,6 +556,9 @@ def markdown(args, data: dict) -> list[str]:
         if failed:
             lines += ["", "Failed: " + "; ".join(f"#{r['point']}: {r['reason']}" for r in failed)]
         lines += ["", "(t): no better than the trivial predictor by one standard error."]
+    made = [t for t in data.get("tasks", []) if t.get("command")]
+    if made:
+        lines += ["", _made_line(made, lambda t: f"{t['seconds']:.0f} s, commit {t.get('commit') or '?'}")]
     return lines
 
 

@@ -157,6 +157,7 @@ def test_oneshot(out):
         "lora", "pfeiffer", "parallel_adapter"]
     assert [len(length["scores"]) for length in task["lengths"]] == [4, 4]
     assert all(length["super_cost_ratio"] > 0 for length in task["lengths"]) and "ρ params" in markdown
+    assert f"Made on 2 CPU cores by `{task['command']}`" in markdown and task["seconds"] > 0
 
 
 def test_oneshot_search_comparison(out, tmp_path):
