@@ -97,10 +97,8 @@ def run_task(args, task: str) -> dict:
     from autopeft.trial import TrainingConfig
 
     started = time.perf_counter()
-    data, base = C.load(task)
+    data, base, full = _load_task(args, task)
     space = SearchSpace.from_file(C.space_path(args.space), base.config)
-    full = _full_fidelity(args, task)
-    C.load(task, tokenize_length=full.max_length)
     metric = data.spec.metric
     points = points_of(space, args.points, args.seed, SuperAdapter(space, base.kind).screened)
 
@@ -227,9 +225,7 @@ def run_search_comparison(args, task: str) -> dict:
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise SystemExit(f"error: --arms: unknown {unknown[0]!r} (known: {', '.join(ARMS)})")
-    data, base = C.load(task)
-    full = _full_fidelity(args, task)
-    C.load(task, tokenize_length=full.max_length)
+    data, base, full = _load_task(args, task)
     budget = count_trainable_params(Q.hand_made(base.config)["lora"][1], base.config)
     evaluator = C.runner_evaluator(base, data, None)
     args.lr = None
@@ -314,10 +310,8 @@ def run_subset_agreement(args, task: str) -> dict:
     from autopeft.trial import TrainingConfig
 
     started = time.perf_counter()
-    data, base = C.load(task)
+    data, base, full = _load_task(args, task)
     space = SearchSpace.from_file(C.space_path(args.space), base.config)
-    full = _full_fidelity(args, task)
-    C.load(task, tokenize_length=full.max_length)
     metric = data.spec.metric
     evaluator = C.runner_evaluator(base, data, None)
     os.environ["AUTOPEFT_CACHE"] = tempfile.mkdtemp(prefix="bench-oneshot-cache-")   # trained here, not read
@@ -419,6 +413,14 @@ def first_origins(results) -> dict:
             if record.key is not None and origin and not str(origin).startswith("promoted"):
                 origins.setdefault(record.key, origin)
     return origins
+
+
+def _load_task(args, task: str):
+    """The task's data and model, its full fidelity, and the data tokenised at that fidelity's length."""
+    data, base = C.load(task)
+    full = _full_fidelity(args, task)
+    C.load(task, tokenize_length=full.max_length)
+    return data, base, full
 
 
 def _full_fidelity(args, task: str):
